@@ -1,0 +1,266 @@
+//! Saved webhook configurations (SPEC 7), shaped as LlamaCloud's API so its official client
+//! can drive them: v1 beta CRUD and the v2 cursor-paginated list. The signing secret is
+//! write-only: responses say only whether one is set.
+
+use super::{ApiError, ApiState, parse_json};
+use crate::domain::DestinationSource;
+use crate::routing::{Checks, WebhookConfig};
+use crate::store::SavedConfig;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The tenant of configurations created without a `project_id`.
+const DEFAULT_TENANT: &str = "default";
+const SECRET_FIELD: &str = "webhook_signing_secret";
+
+pub fn router() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/api/v1/beta/webhook-configs", get(list_v1).post(create))
+        .route(
+            "/api/v1/beta/webhook-configs/{config_id}",
+            get(read).put(update).delete(remove),
+        )
+        .route("/api/v2/webhook-configs", get(list_v2))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Scope {
+    project_id: Option<String>,
+    #[allow(dead_code)] // accepted for LlamaCloud compatibility; projects are the tenant here
+    organization_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    project_id: Option<String>,
+    page_size: Option<usize>,
+    page_token: Option<String>,
+    #[serde(default)]
+    include_total: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WebhookConfigResponse {
+    id: String,
+    has_secret: bool,
+    tenant_id: String,
+    tenant_type: &'static str,
+    webhook_url: serde_json::Value,
+    webhook_events: serde_json::Value,
+    webhook_headers: serde_json::Value,
+    webhook_output_format: serde_json::Value,
+    webhook_transform: serde_json::Value,
+    webhook_transform_config: serde_json::Value,
+    webhook_retry: serde_json::Value,
+    created_at: String,
+    updated_at: String,
+}
+
+fn response(config: &SavedConfig) -> WebhookConfigResponse {
+    let field = |name: &str| {
+        config
+            .settings
+            .get(name)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let output_format = match field("webhook_output_format") {
+        serde_json::Value::Null => serde_json::Value::from("string"),
+        given => given,
+    };
+    WebhookConfigResponse {
+        id: config.id.clone(),
+        has_secret: config.signing_secret.is_some(),
+        tenant_id: config.tenant_id.clone(),
+        tenant_type: "project",
+        webhook_url: field("webhook_url"),
+        webhook_events: field("webhook_events"),
+        webhook_headers: match field("webhook_headers") {
+            serde_json::Value::Null => serde_json::json!({}),
+            headers => headers,
+        },
+        webhook_output_format: output_format,
+        webhook_transform: field("webhook_transform"),
+        webhook_transform_config: field("webhook_transform_config"),
+        webhook_retry: field("webhook_retry"),
+        created_at: config.created_at.clone(),
+        updated_at: config.updated_at.clone(),
+    }
+}
+
+/// The stored settings plus the secret, as the configuration ingest validates.
+pub fn to_webhook_config(config: &SavedConfig) -> Result<WebhookConfig, String> {
+    let mut fields = config.settings.clone();
+    if let (Some(secret), Some(object)) = (&config.signing_secret, fields.as_object_mut()) {
+        object.insert(SECRET_FIELD.into(), secret.clone().into());
+    }
+    serde_json::from_value(fields)
+        .map_err(|error| format!("stored configuration is unreadable: {error}"))
+}
+
+/// Validate a full set of fields; returns the settings to store and the secret apart.
+fn validate(
+    state: &ApiState,
+    mut fields: serde_json::Map<String, serde_json::Value>,
+) -> Result<(serde_json::Value, Option<String>), ApiError> {
+    let config: WebhookConfig = parse_json(
+        serde_json::Value::Object(fields.clone())
+            .to_string()
+            .as_bytes(),
+    )?;
+    let plugin_exists = |name: &str| state.plugins.exists(name);
+    let checks = Checks {
+        egress: &state.egress,
+        plugin_exists: &plugin_exists,
+        allow_patterns: false,
+    };
+    config.validate("", &checks, DestinationSource::Inline)?;
+    let secret = fields
+        .remove(SECRET_FIELD)
+        .and_then(|value| value.as_str().map(str::to_owned));
+    fields.retain(|_, value| !value.is_null());
+    Ok((serde_json::Value::Object(fields), secret))
+}
+
+fn body_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    match parse_json::<serde_json::Value>(body)? {
+        serde_json::Value::Object(fields) => Ok(fields),
+        _ => Err(ApiError::unprocessable("body: must be a JSON object")),
+    }
+}
+
+fn now_iso() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+async fn create(
+    State(state): State<Arc<ApiState>>,
+    Query(scope): Query<Scope>,
+    body: Bytes,
+) -> Result<Json<WebhookConfigResponse>, ApiError> {
+    let fields = body_object(&body)?;
+    let (settings, signing_secret) = validate(&state, fields)?;
+    let now = now_iso();
+    let saved = state
+        .store
+        .insert_config(SavedConfig {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: scope.project_id.unwrap_or_else(|| DEFAULT_TENANT.into()),
+            settings,
+            signing_secret,
+            created_at: now.clone(),
+            updated_at: now,
+            seq: 0,
+        })
+        .await?;
+    Ok(Json(response(&saved)))
+}
+
+async fn list_v1(
+    State(state): State<Arc<ApiState>>,
+    Query(scope): Query<Scope>,
+) -> Result<Json<Vec<WebhookConfigResponse>>, ApiError> {
+    let page = state
+        .store
+        .configs(scope.project_id, usize::MAX >> 1, None, false)
+        .await?;
+    Ok(Json(page.items.iter().map(response).collect()))
+}
+
+async fn list_v2(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let page_size = query.page_size.unwrap_or(50);
+    if !(1..=1000).contains(&page_size) {
+        return Err(ApiError::unprocessable(
+            "page_size: must be between 1 and 1000",
+        ));
+    }
+    let before = match &query.page_token {
+        None => None,
+        Some(token) if token.is_empty() => None,
+        Some(token) => Some(token.parse::<i64>().map_err(|_| {
+            ApiError::unprocessable(format!(
+                "page_token: {token:?} is not a token this API issued"
+            ))
+        })?),
+    };
+    let page = state
+        .store
+        .configs(query.project_id, page_size, before, query.include_total)
+        .await?;
+    let mut body = serde_json::json!({
+        "items": page.items.iter().map(response).collect::<Vec<_>>(),
+        "next_page_token": page.next_cursor.map(|seq| seq.to_string()),
+    });
+    if let Some(total) = page.total {
+        body["total_size"] = total.into();
+    }
+    Ok(Json(body))
+}
+
+async fn read(
+    State(state): State<Arc<ApiState>>,
+    Path(config_id): Path<String>,
+) -> Result<Json<WebhookConfigResponse>, ApiError> {
+    let config = state
+        .store
+        .config(&config_id)
+        .await?
+        .ok_or_else(|| not_found(&config_id))?;
+    Ok(Json(response(&config)))
+}
+
+async fn update(
+    State(state): State<Arc<ApiState>>,
+    Path(config_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<WebhookConfigResponse>, ApiError> {
+    let changes = body_object(&body)?;
+    let existing = state
+        .store
+        .config(&config_id)
+        .await?
+        .ok_or_else(|| not_found(&config_id))?;
+    let mut fields = existing.settings.as_object().cloned().unwrap_or_default();
+    if let Some(secret) = &existing.signing_secret {
+        fields.insert(SECRET_FIELD.into(), secret.clone().into());
+    }
+    // Partial update: a field sent replaces the stored one; null clears it.
+    for (name, value) in changes {
+        fields.insert(name, value);
+    }
+    let (settings, signing_secret) = validate(&state, fields)?;
+    let updated = state
+        .store
+        .update_config(SavedConfig {
+            settings,
+            signing_secret,
+            updated_at: now_iso(),
+            ..existing
+        })
+        .await?
+        .ok_or_else(|| not_found(&config_id))?;
+    Ok(Json(response(&updated)))
+}
+
+async fn remove(
+    State(state): State<Arc<ApiState>>,
+    Path(config_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.store.delete_config(&config_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found(&config_id))
+    }
+}
+
+fn not_found(config_id: &str) -> ApiError {
+    ApiError::not_found(format!("webhook configuration {config_id:?} not found"))
+}

@@ -1,0 +1,210 @@
+//! The HTTP API (axum): routers, authentication, request parsing, and the one mapping from
+//! errors to `{"detail": ...}` responses. Handlers are thin; the work is in plain functions
+//! (`ingest::accept`, ...) that tests and the benchmark can call too.
+
+mod configs;
+mod events;
+mod ops;
+
+pub use events::{IngestEvent, accept_events};
+
+use crate::config::Config;
+use crate::egress::EgressGuard;
+use crate::metrics::Metrics;
+use crate::plugin::PluginHost;
+use crate::routing::Subscription;
+use crate::store::{Store, StoreError};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// What every handler shares.
+pub struct ApiState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub plugins: PluginHost,
+    pub egress: EgressGuard,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the delivery dispatcher when deliveries are queued.
+    pub wake: Arc<Notify>,
+    /// Operator routes, validated at startup, with their optional project scope.
+    pub routes: Vec<(Option<String>, Subscription)>,
+    pub api_keys: Vec<String>,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    let limits = &state.config.limits;
+    let authenticated = Router::new()
+        .route(
+            "/api/v1/events",
+            post(events::ingest_one).layer(DefaultBodyLimit::max(limits.max_event_bytes)),
+        )
+        .route(
+            "/api/v1/events/batch",
+            post(events::ingest_batch).layer(DefaultBodyLimit::max(limits.max_batch_bytes)),
+        )
+        .route("/api/v1/events/{event_id}", get(ops::event))
+        .route("/api/v1/deliveries", get(ops::deliveries))
+        .route("/api/v1/deliveries/{delivery_id}", get(ops::delivery))
+        .route(
+            "/api/v1/deliveries/{delivery_id}/redeliver",
+            post(ops::redeliver),
+        )
+        .route("/api/v1/plugins", get(ops::plugins))
+        .merge(configs::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .merge(authenticated)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(state)
+}
+
+/// An API error: a status and a `detail` that says what is wrong, naming the field.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        // Store internals stay in the log; the client learns only that it may retry.
+        tracing::error!(%error, "store error while serving a request");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is unavailable; retry later",
+        )
+    }
+}
+
+impl From<crate::routing::FieldError> for ApiError {
+    fn from(error: crate::routing::FieldError) -> Self {
+        ApiError::unprocessable(error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "detail": self.detail })),
+        )
+            .into_response()
+    }
+}
+
+/// Parse a JSON body; errors name the field path (`events[2].event_type: ...`).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = strip_position(&inner.to_string());
+        match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("body is not valid JSON: {inner}"),
+                )
+            }
+            _ if path == "." => ApiError::unprocessable(format!("body: {message}")),
+            _ => ApiError::unprocessable(format!("{path}: {message}")),
+        }
+    })
+}
+
+/// serde_json appends "at line 1 column 37"; the field path already says where.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// A body the size limit or the transport rejected, as a `{"detail"}` error.
+pub fn body_rejection(
+    rejection: axum::extract::rejection::BytesRejection,
+    limit: usize,
+) -> ApiError {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            status,
+            format!("body: request body is larger than the limit of {limit} bytes"),
+        )
+    } else {
+        ApiError::new(status, format!("body: {}", rejection.body_text()))
+    }
+}
+
+async fn authenticate(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match presented {
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing API key: send Authorization: Bearer <key>",
+        )
+        .into_response(),
+        Some(key)
+            if state
+                .api_keys
+                .iter()
+                .any(|known| constant_time_eq(known.as_bytes(), key.as_bytes())) =>
+        {
+            next.run(request).await
+        }
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key").into_response(),
+    }
+}
+
+/// Comparison whose time does not depend on where the inputs first differ.
+fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && left
+            .iter()
+            .zip(right)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}

@@ -1,0 +1,118 @@
+//! The operations API (SPEC 9): event and delivery look-ups, the delivery list,
+//! redelivery, the plugin listing, and health, readiness and metrics.
+
+use super::{ApiError, ApiState};
+use crate::domain::DeliveryStatus;
+use crate::store::{DeliveryView, EventView};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use std::sync::Arc;
+
+pub async fn event(
+    State(state): State<Arc<ApiState>>,
+    Path(event_id): Path<String>,
+) -> Result<Json<EventView>, ApiError> {
+    state
+        .store
+        .event(&event_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("event {event_id:?} not found")))
+}
+
+pub async fn delivery(
+    State(state): State<Arc<ApiState>>,
+    Path(delivery_id): Path<String>,
+) -> Result<Json<DeliveryView>, ApiError> {
+    state
+        .store
+        .delivery(&delivery_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("delivery {delivery_id:?} not found")))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeliveryQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    page_token: Option<String>,
+}
+
+pub async fn deliveries(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<DeliveryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "status: {text:?} is not one of queued, in_flight, succeeded, failed, skipped"
+            ))
+        })?),
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::unprocessable("limit: must be between 1 and 1000"));
+    }
+    let before = match query.page_token.as_deref() {
+        None | Some("") => None,
+        Some(token) => Some(token.parse::<i64>().map_err(|_| {
+            ApiError::unprocessable(format!(
+                "page_token: {token:?} is not a token this API issued"
+            ))
+        })?),
+    };
+    let page = state.store.deliveries(status, limit, before).await?;
+    Ok(Json(serde_json::json!({
+        "items": page.items,
+        "next_page_token": page.next_cursor.map(|seq| seq.to_string()),
+    })))
+}
+
+pub async fn redeliver(
+    State(state): State<Arc<ApiState>>,
+    Path(delivery_id): Path<String>,
+) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
+    let view = state
+        .store
+        .redeliver(&delivery_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("delivery {delivery_id:?} not found")))?;
+    state.wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+pub async fn plugins(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "plugins": state.plugins.list() }))
+}
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+pub async fn readyz(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.store.ping().await?;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
+}
+
+pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
+    match state.store.queue_depth().await {
+        Ok(depth) => {
+            state.metrics.queue_depth.set(depth as i64);
+        }
+        Err(error) => tracing::warn!(%error, "queue depth unavailable for /metrics"),
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

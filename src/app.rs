@@ -1,0 +1,210 @@
+//! Wiring: builds the store, the plugin host, the HTTP client and the API from a `Config`,
+//! binds the listener, and runs the API and the delivery engine until shutdown.
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::deliver::{DeliveryContext, Engine, client::HttpClient};
+use crate::domain::DestinationSource;
+use crate::egress::EgressGuard;
+use crate::metrics::Metrics;
+use crate::plugin::PluginHost;
+use crate::routing::Checks;
+use crate::store::{SqliteStore, Store};
+use anyhow::{Context, Result, bail};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub struct App {
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    engine: Engine,
+    /// Held for the app's life: one process per data folder.
+    _data_lock: std::fs::File,
+    /// The API key clients must present (the first configured one, or the generated one).
+    pub api_key: String,
+}
+
+impl App {
+    /// Build everything and bind `config.listen` (port 0 picks a free port).
+    pub async fn build(config: Config) -> Result<App> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
+        let data_lock = lock_data_dir(&config.data_dir)?;
+        let api_keys = match config.api_keys.is_empty() {
+            false => config.api_keys.clone(),
+            true => vec![load_or_generate_key(&config.data_dir)?],
+        };
+        let egress = EgressGuard::new(&config.egress_allow).map_err(anyhow::Error::msg)?;
+        let store = match &config.store {
+            None => Store::Sqlite(SqliteStore::open(
+                &config.data_dir.join("hookgate.sqlite3"),
+            )?),
+            Some(url) if url.starts_with("sqlite:") => Store::Sqlite(
+                SqliteStore::open(Path::new(url.trim_start_matches("sqlite:")))
+                    .context("opening the SQLite store")?,
+            ),
+            Some(other) => {
+                bail!("store {other:?} is not supported by this build (use sqlite:<path>)")
+            }
+        };
+        let cache_dir = config
+            .plugins
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("plugin-cache"));
+        let plugins = PluginHost::start(config.plugins_dir(), Some(cache_dir), &config.plugins)
+            .await
+            .context("starting the plugin host")?;
+        let routes = validate_routes(&config, &egress, &plugins)?;
+        let metrics = Arc::new(Metrics::new());
+        let wake = Arc::new(Notify::new());
+        let client = HttpClient::new(egress.clone(), config.delivery.response_body_bytes)
+            .context("building the HTTP client")?;
+        let config = Arc::new(config);
+        let engine = Engine::new(
+            Arc::new(DeliveryContext {
+                store: store.clone(),
+                client,
+                plugins: plugins.clone(),
+                config: config.clone(),
+                metrics: metrics.clone(),
+            }),
+            wake.clone(),
+        );
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let state = Arc::new(ApiState {
+            config,
+            store,
+            plugins,
+            egress,
+            metrics,
+            wake,
+            routes,
+            api_keys: api_keys.clone(),
+        });
+        Ok(App {
+            listener,
+            state,
+            engine,
+            _data_lock: data_lock,
+            api_key: api_keys[0].clone(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound TCP listener always has a local address.
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serve until `shutdown` fires, then drain: stop accepting, let in-flight deliveries
+    /// finish (or hand their leases back), and close the store.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let state = self.state.clone();
+        state.plugins.watch(
+            Duration::from_millis(state.config.plugins.reload_interval_ms),
+            shutdown.clone(),
+        );
+        let engine = tokio::spawn(self.engine.run(shutdown.clone()));
+        let router = api::router(state.clone());
+        let serve = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let served = serve.await;
+        shutdown.cancel();
+        engine.await.context("delivery engine panicked")?;
+        state.store.close();
+        served.context("HTTP server failed")
+    }
+}
+
+fn validate_routes(
+    config: &Config,
+    egress: &EgressGuard,
+    plugins: &PluginHost,
+) -> Result<Vec<(Option<String>, crate::routing::Subscription)>> {
+    let plugin_exists = |name: &str| plugins.exists(name);
+    let checks = Checks {
+        egress,
+        plugin_exists: &plugin_exists,
+        allow_patterns: true,
+    };
+    config
+        .routes
+        .iter()
+        .map(|route| {
+            let source = DestinationSource::Route {
+                name: route.name.clone(),
+            };
+            let subscription = route
+                .webhook
+                .validate(&format!("routes.{}", route.name), &checks, source)
+                .map_err(|error| anyhow::anyhow!("config: {error}"))?;
+            Ok((route.project_id.clone(), subscription))
+        })
+        .collect()
+}
+
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
+    let path = data_dir.join("hookgate.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!(
+                "another hookgate is using the data folder {}",
+                data_dir.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(error)) => Err(error).context("locking the data folder"),
+    }
+}
+
+/// The key kept in `<data_dir>/api_key`, generated (and announced once) on first start.
+fn load_or_generate_key(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("api_key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let key = existing.trim().to_owned();
+        if !key.is_empty() {
+            return Ok(key);
+        }
+    }
+    let key = format!(
+        "hg_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    write_private(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+    // Printed once, to the operator's terminal, never to the log.
+    eprintln!(
+        "hookgate: generated API key (saved in {}):\n\n    {key}\n",
+        path.display()
+    );
+    Ok(key)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}

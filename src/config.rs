@@ -1,0 +1,363 @@
+//! The configuration tree: built-in defaults, then the TOML file, then `HOOKGATE_*`
+//! environment variables, then command-line flags; validated before anything starts.
+//!
+//! Plain data with documented defaults; `app` turns it into live components.
+
+use crate::routing::WebhookConfig;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API binds to.
+    pub listen: String,
+    /// Folder for the SQLite database, the generated API key and the plugin compile cache.
+    pub data_dir: PathBuf,
+    /// Folder watched for `.wasm` transform plugins; defaults to `<data_dir>/plugins`.
+    pub plugins_dir: Option<PathBuf>,
+    /// `postgres://...` to share the queue between nodes; SQLite in `data_dir` when absent.
+    pub store: Option<String>,
+    /// Accepted API keys (`Authorization: Bearer <key>`). When empty, a key is generated once
+    /// and kept in `<data_dir>/api_key`.
+    pub api_keys: Vec<String>,
+    /// CIDRs destinations may resolve into despite being loopback/private/link-local, or `*`.
+    pub egress_allow: Vec<String>,
+    /// `User-Agent` on every request; LlamaCloud's by default, for receivers that check it.
+    pub user_agent: String,
+    pub retry: RetryConfig,
+    pub delivery: DeliveryConfig,
+    pub limits: LimitsConfig,
+    pub plugins: PluginLimitsConfig,
+    /// Operator routes: destinations that receive every matching event.
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Wait before retry n is `base_delay_ms * 2^(n-1)`...
+    pub base_delay_ms: u64,
+    /// ...never more than this; also the cap on a receiver's `Retry-After`.
+    pub max_delay_ms: u64,
+    /// Per-request timeout, connect to last body byte.
+    pub request_timeout_ms: u64,
+    /// Spread each wait uniformly over [wait/2, wait] so retries from one outage do not
+    /// arrive together.
+    pub jitter: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Requests in flight across all destinations.
+    pub max_in_flight: usize,
+    /// Requests in flight to one destination (scheme, host and port), so a slow receiver
+    /// cannot take every worker.
+    pub max_in_flight_per_destination: usize,
+    /// Most deliveries claimed per store round trip.
+    pub claim_batch: usize,
+    /// Idle poll interval; new events wake the dispatcher at once regardless.
+    pub poll_interval_ms: u64,
+    /// Bytes of a response body kept on the attempt record.
+    pub response_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body on `POST /api/v1/events`.
+    pub max_event_bytes: usize,
+    /// Largest request body on `POST /api/v1/events/batch`.
+    pub max_batch_bytes: usize,
+    /// Most events in one batch.
+    pub max_batch_events: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginLimitsConfig {
+    /// Wall-clock CPU budget of one plugin call, enforced by epoch interruption.
+    pub timeout_ms: u64,
+    /// Linear memory one plugin instance may grow to.
+    pub max_memory_bytes: usize,
+    /// Largest request (body plus headers and URL) a plugin may return.
+    pub max_output_bytes: usize,
+    /// How often the plugins folder is checked for added, changed or removed files.
+    pub reload_interval_ms: u64,
+    /// Where compiled plugins are cached by content hash; `<data_dir>/plugin-cache` when
+    /// absent. Several gateways (or test runs) may share one.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// An operator route: a webhook configuration plus a name and an optional project scope.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Only events of this project; every project when absent.
+    #[serde(default)]
+    pub project_id: Option<String>,
+    #[serde(flatten)]
+    pub webhook: WebhookConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("data"),
+            plugins_dir: None,
+            store: None,
+            api_keys: Vec::new(),
+            egress_allow: Vec::new(),
+            user_agent: "llamaindex-webhook-service/1.0".into(),
+            retry: RetryConfig::default(),
+            delivery: DeliveryConfig::default(),
+            limits: LimitsConfig::default(),
+            plugins: PluginLimitsConfig::default(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 3,
+            base_delay_ms: 1_000,
+            max_delay_ms: 60_000,
+            request_timeout_ms: 30_000,
+            jitter: false,
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_in_flight: 512,
+            max_in_flight_per_destination: 64,
+            claim_batch: 256,
+            poll_interval_ms: 1_000,
+            response_body_bytes: 1_024,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_event_bytes: 1 << 20,
+            max_batch_bytes: 32 << 20,
+            max_batch_events: 1_000,
+        }
+    }
+}
+
+impl Default for PluginLimitsConfig {
+    fn default() -> Self {
+        PluginLimitsConfig {
+            timeout_ms: 100,
+            max_memory_bytes: 64 << 20,
+            max_output_bytes: 4 << 20,
+            reload_interval_ms: 1_000,
+            cache_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: &'static str, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then the file at `path` if any, then the environment as `lookup` sees it.
+    pub fn load(
+        path: Option<&Path>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(lookup)?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|error| error.to_string())
+    }
+
+    fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn number<T: std::str::FromStr>(
+            name: &'static str,
+            value: String,
+        ) -> Result<T, ConfigError> {
+            value.trim().parse().map_err(|_| ConfigError::Env {
+                name,
+                message: format!("{value:?} is not a valid number"),
+            })
+        }
+        fn list(value: &str) -> Vec<String> {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }
+        if let Some(value) = lookup("HOOKGATE_LISTEN") {
+            self.listen = value;
+        }
+        if let Some(value) = lookup("HOOKGATE_DATA_DIR") {
+            self.data_dir = value.into();
+        }
+        if let Some(value) = lookup("HOOKGATE_PLUGINS_DIR") {
+            self.plugins_dir = Some(value.into());
+        }
+        if let Some(value) = lookup("HOOKGATE_STORE") {
+            self.store = Some(value);
+        }
+        if let Some(value) = lookup("HOOKGATE_API_KEY") {
+            self.api_keys = list(&value);
+        }
+        if let Some(value) = lookup("HOOKGATE_EGRESS_ALLOW") {
+            self.egress_allow = list(&value);
+        }
+        if let Some(value) = lookup("HOOKGATE_USER_AGENT") {
+            self.user_agent = value;
+        }
+        if let Some(value) = lookup("HOOKGATE_RETRY_MAX_ATTEMPTS") {
+            self.retry.max_attempts = number("HOOKGATE_RETRY_MAX_ATTEMPTS", value)?;
+        }
+        if let Some(value) = lookup("HOOKGATE_RETRY_BASE_DELAY_MS") {
+            self.retry.base_delay_ms = number("HOOKGATE_RETRY_BASE_DELAY_MS", value)?;
+        }
+        if let Some(value) = lookup("HOOKGATE_RETRY_MAX_DELAY_MS") {
+            self.retry.max_delay_ms = number("HOOKGATE_RETRY_MAX_DELAY_MS", value)?;
+        }
+        if let Some(value) = lookup("HOOKGATE_RETRY_JITTER") {
+            self.retry.jitter = matches!(value.trim(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(value) = lookup("HOOKGATE_REQUEST_TIMEOUT_MS") {
+            self.retry.request_timeout_ms = number("HOOKGATE_REQUEST_TIMEOUT_MS", value)?;
+        }
+        if let Some(value) = lookup("HOOKGATE_MAX_IN_FLIGHT") {
+            self.delivery.max_in_flight = number("HOOKGATE_MAX_IN_FLIGHT", value)?;
+        }
+        if let Some(value) = lookup("HOOKGATE_MAX_IN_FLIGHT_PER_DESTINATION") {
+            self.delivery.max_in_flight_per_destination =
+                number("HOOKGATE_MAX_IN_FLIGHT_PER_DESTINATION", value)?;
+        }
+        if let Some(value) = lookup("HOOKGATE_PLUGIN_RELOAD_MS") {
+            self.plugins.reload_interval_ms = number("HOOKGATE_PLUGIN_RELOAD_MS", value)?;
+        }
+        if let Some(value) = lookup("HOOKGATE_PLUGIN_CACHE_DIR") {
+            self.plugins.cache_dir = Some(value.into());
+        }
+        if let Some(value) = lookup("HOOKGATE_PLUGIN_TIMEOUT_MS") {
+            self.plugins.timeout_ms = number("HOOKGATE_PLUGIN_TIMEOUT_MS", value)?;
+        }
+        Ok(())
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.plugins_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("plugins"))
+    }
+
+    /// Checks that need no I/O; route URLs and plugins are checked when the app is built.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: &str| Err(ConfigError::Invalid(message.to_owned()));
+        if self.retry.max_attempts == 0 {
+            return invalid("retry.max_attempts must be at least 1");
+        }
+        if self.retry.request_timeout_ms == 0 {
+            return invalid("retry.request_timeout_ms must be positive");
+        }
+        if self.delivery.max_in_flight == 0 || self.delivery.max_in_flight_per_destination == 0 {
+            return invalid(
+                "delivery.max_in_flight and max_in_flight_per_destination must be positive",
+            );
+        }
+        if self.delivery.claim_batch == 0 {
+            return invalid("delivery.claim_batch must be positive");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for route in &self.routes {
+            if !names.insert(route.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "route name {:?} is used twice",
+                    route.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let env = |name: &str| match name {
+            "HOOKGATE_RETRY_MAX_ATTEMPTS" => Some("5".to_owned()),
+            "HOOKGATE_EGRESS_ALLOW" => Some("127.0.0.0/8, ::1/128".to_owned()),
+            _ => None,
+        };
+        let mut config =
+            Config::from_toml("[retry]\nmax_attempts = 2\nbase_delay_ms = 10\n").unwrap();
+        config.apply_env(env).unwrap();
+        assert_eq!(config.retry.max_attempts, 5);
+        assert_eq!(config.retry.base_delay_ms, 10);
+        assert_eq!(config.egress_allow, vec!["127.0.0.0/8", "::1/128"]);
+    }
+
+    #[test]
+    fn a_bad_number_in_the_environment_names_the_variable() {
+        let env = |name: &str| (name == "HOOKGATE_REQUEST_TIMEOUT_MS").then(|| "soon".to_owned());
+        let error = Config::load(None, env).unwrap_err().to_string();
+        assert!(error.contains("HOOKGATE_REQUEST_TIMEOUT_MS"), "{error}");
+    }
+
+    #[test]
+    fn the_example_config_parses_and_validates() {
+        let text = include_str!("../hookgate.example.toml");
+        let config = Config::from_toml(text).unwrap();
+        config.validate().unwrap();
+        assert!(
+            config
+                .routes
+                .iter()
+                .any(|route| route.webhook.webhook_transform.as_deref() == Some("inngest"))
+        );
+    }
+}

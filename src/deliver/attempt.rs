@@ -1,0 +1,162 @@
+//! One attempt of one delivery: build the request, run the transform plugin, sign, send,
+//! let the retry policy decide, and record the attempt with its outcome in one store write.
+
+use super::DeliveryContext;
+use super::client::SendError;
+use super::request;
+use super::retry::{AttemptResult, RetryAction, RetryPolicy, parse_retry_after};
+use crate::domain::{Attempt, now_millis};
+use crate::plugin::{TransformInput, TransformOutcome};
+use crate::store::{AttemptOutcome, ClaimedDelivery};
+use std::time::Instant;
+
+/// How the attempt ended before the retry policy looks at it.
+struct Ended {
+    result: AttemptResult,
+    response_status: Option<u16>,
+    error: Option<String>,
+    response_body: Option<String>,
+    skipped: bool,
+}
+
+pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery) {
+    let number = delivery.attempts_made + 1;
+    let started_at = now_millis();
+    let clock = Instant::now();
+    let policy = RetryPolicy::new(&context.config.retry, &delivery.destination.retry);
+    let ended = send_once(context, &delivery, &policy).await;
+    let duration = clock.elapsed();
+    context
+        .metrics
+        .attempt_seconds
+        .observe(duration.as_secs_f64());
+
+    let outcome = if ended.skipped {
+        context.metrics.deliveries_skipped.inc();
+        AttemptOutcome::Skipped
+    } else {
+        match policy.decide(&ended.result, number - delivery.budget_start) {
+            RetryAction::Succeeded => {
+                context.metrics.deliveries_delivered.inc();
+                AttemptOutcome::Succeeded
+            }
+            RetryAction::RetryAfter(wait) => {
+                context.metrics.delivery_retries.inc();
+                AttemptOutcome::Retry {
+                    due_at: now_millis() + wait.as_millis() as i64,
+                }
+            }
+            RetryAction::GiveUp => {
+                context.metrics.deliveries_failed.inc();
+                AttemptOutcome::Failed
+            }
+        }
+    };
+    tracing::debug!(
+        delivery_id = %delivery.id,
+        event_id = %delivery.event_id,
+        attempt = number,
+        status = ?ended.response_status,
+        error = ?ended.error,
+        ?outcome,
+        "attempt finished"
+    );
+    let attempt = Attempt {
+        number,
+        started_at,
+        duration_ms: duration.as_millis() as u64,
+        response_status: ended.response_status,
+        error: ended.error,
+        response_body: ended.response_body,
+    };
+    match context
+        .store
+        .finish_attempt(&delivery, attempt, outcome)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(delivery_id = %delivery.id, "lease lost before the attempt was recorded")
+        }
+        Err(error) => {
+            tracing::error!(delivery_id = %delivery.id, %error, "recording an attempt failed; the lease will expire and the delivery run again")
+        }
+    }
+}
+
+async fn send_once(
+    context: &DeliveryContext,
+    delivery: &ClaimedDelivery,
+    policy: &RetryPolicy,
+) -> Ended {
+    let destination = &delivery.destination;
+    let mut outgoing = request::build(delivery, &context.config.user_agent);
+    if let Some(plugin) = &destination.transform {
+        let input = TransformInput {
+            event_id: delivery.event_id.clone(),
+            event_type: delivery.event_type.clone(),
+            timestamp: delivery.timestamp,
+            payload: delivery.payload.clone(),
+            request: outgoing,
+            config_json: destination
+                .transform_config
+                .as_ref()
+                .map_or_else(|| "null".to_owned(), |config| config.to_string()),
+        };
+        match context.plugins.transform(plugin, input).await {
+            Ok(TransformOutcome::Send(changed)) => outgoing = changed,
+            Ok(TransformOutcome::Skip(reason)) => {
+                return Ended {
+                    result: AttemptResult::Permanent,
+                    response_status: None,
+                    error: Some(format!("skipped by plugin {plugin}: {reason}")),
+                    response_body: None,
+                    skipped: true,
+                };
+            }
+            Err(error) => {
+                context.metrics.plugin_errors.inc();
+                return failed(AttemptResult::Error, format!("plugin {plugin}: {error}"));
+            }
+        }
+    }
+    request::sign(
+        &mut outgoing,
+        destination,
+        &delivery.event_id,
+        now_millis() / 1000,
+    );
+    match context.client.send(outgoing, policy.request_timeout).await {
+        Ok(response) => {
+            let retry_after = response
+                .retry_after
+                .as_deref()
+                .and_then(|value| parse_retry_after(value, chrono::Utc::now()));
+            let success = (200..300).contains(&response.status);
+            Ended {
+                result: AttemptResult::Response {
+                    status: response.status,
+                    retry_after,
+                },
+                response_status: Some(response.status),
+                error: (!success).then(|| format!("receiver answered {}", response.status)),
+                response_body: Some(response.body_prefix),
+                skipped: false,
+            }
+        }
+        Err(error @ (SendError::EgressDenied(_) | SendError::Invalid(_))) => {
+            failed(AttemptResult::Permanent, error.to_string())
+        }
+        Err(error) => failed(AttemptResult::Error, error.to_string()),
+    }
+}
+
+fn failed(result: AttemptResult, error: String) -> Ended {
+    Ended {
+        result,
+        response_status: None,
+        error: Some(error),
+        response_body: None,
+        skipped: false,
+    }
+}

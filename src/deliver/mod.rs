@@ -1,0 +1,227 @@
+//! The delivery engine: a dispatcher claims due deliveries from the store in batches and
+//! runs each as its own task through the attempt pipeline (build → transform → sign → send
+//! → decide), bounded overall and per destination.
+//!
+//! Per-destination bounds are what keep a slow or black-holed receiver from delaying the
+//! others: once a destination has its quota in flight, the dispatcher stops claiming its
+//! deliveries until one finishes. Shutdown stops claiming, lets in-flight attempts finish
+//! within a grace period, and hands back the leases of any that do not.
+
+mod attempt;
+pub mod client;
+pub mod request;
+pub mod retry;
+pub mod sign;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::plugin::PluginHost;
+use crate::store::{ClaimedDelivery, Store};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Everything an attempt needs, shared by all of them.
+pub struct DeliveryContext {
+    pub store: Store,
+    pub client: client::HttpClient,
+    pub plugins: PluginHost,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub struct Engine {
+    context: Arc<DeliveryContext>,
+    /// Notified when new deliveries are queued or a saturated destination frees a slot.
+    wake: Arc<Notify>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Claimed deliveries currently held by this process.
+#[derive(Default)]
+struct InFlight {
+    per_destination: Mutex<HashMap<String, usize>>,
+    leases: Mutex<HashMap<String, String>>,
+}
+
+/// How long in-flight attempts may run on after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+impl Engine {
+    pub fn new(context: Arc<DeliveryContext>, wake: Arc<Notify>) -> Self {
+        Engine {
+            context,
+            wake,
+            in_flight: Arc::new(InFlight::default()),
+        }
+    }
+
+    /// Lease length: long enough to outlive any attempt, short enough that a dead node's
+    /// work comes back soon.
+    fn lease_ms(&self) -> i64 {
+        let config = &self.context.config;
+        (config.retry.request_timeout_ms.max(120_000) + config.plugins.timeout_ms + 30_000) as i64
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let config = self.context.config.clone();
+        let global = Arc::new(Semaphore::new(config.delivery.max_in_flight));
+        let per_destination_limit = config.delivery.max_in_flight_per_destination;
+        let tasks = TaskTracker::new();
+        let mut store_failures = 0u32;
+        while !shutdown.is_cancelled() {
+            let free = global.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+                continue;
+            }
+            let limit = free.min(config.delivery.claim_batch);
+            let saturated = self.saturated_destinations(per_destination_limit);
+            let batch = match self
+                .context
+                .store
+                .claim_due(limit, self.lease_ms(), saturated)
+                .await
+            {
+                Ok(batch) => {
+                    store_failures = 0;
+                    batch
+                }
+                Err(error) => {
+                    store_failures += 1;
+                    tracing::error!(%error, "claiming deliveries failed");
+                    let wait = Duration::from_millis(100 * u64::from(store_failures.min(50)));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
+            };
+            let claimed = batch.deliveries.len();
+            let mut over_limit = Vec::new();
+            for delivery in batch.deliveries {
+                let key = delivery.destination.concurrency_key();
+                if !self.reserve(&key, &delivery, per_destination_limit) {
+                    over_limit.push((delivery.id, delivery.lease_token));
+                    continue;
+                }
+                let Ok(permit) = global.clone().try_acquire_owned() else {
+                    self.unreserve(&key, &delivery.id);
+                    over_limit.push((delivery.id, delivery.lease_token));
+                    continue;
+                };
+                let context = self.context.clone();
+                let in_flight = self.in_flight.clone();
+                let wake = self.wake.clone();
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let delivery_id = delivery.id.clone();
+                    attempt::run(&context, delivery).await;
+                    in_flight.finish(&key, &delivery_id);
+                    wake.notify_one();
+                });
+            }
+            let released = over_limit.len();
+            if !over_limit.is_empty()
+                && let Err(error) = self.context.store.release(over_limit).await
+            {
+                tracing::warn!(%error, "releasing over-limit claims failed; their leases will expire");
+            }
+            if claimed == limit && released < claimed {
+                continue; // more may be due right now
+            }
+            let idle = Duration::from_millis(config.delivery.poll_interval_ms);
+            let until_due = batch
+                .next_due_at
+                .map(|due| Duration::from_millis((due - crate::domain::now_millis()).max(1) as u64))
+                .unwrap_or(idle)
+                .min(idle);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(until_due) => {}
+            }
+        }
+        tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
+            let leases: Vec<(String, String)> = self
+                .in_flight
+                .leases
+                .lock()
+                .map(|leases| {
+                    leases
+                        .iter()
+                        .map(|(id, token)| (id.clone(), token.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            tracing::warn!(
+                unfinished = leases.len(),
+                "shutdown grace over; releasing leases"
+            );
+            if let Err(error) = self.context.store.release(leases).await {
+                tracing::error!(%error, "releasing leases at shutdown failed; they will expire");
+            }
+        }
+    }
+
+    fn saturated_destinations(&self, limit: usize) -> Vec<String> {
+        self.in_flight
+            .per_destination
+            .lock()
+            .map(|counts| {
+                counts
+                    .iter()
+                    .filter(|(_, count)| **count >= limit)
+                    .map(|(key, _)| key.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn reserve(&self, key: &str, delivery: &ClaimedDelivery, limit: usize) -> bool {
+        let Ok(mut counts) = self.in_flight.per_destination.lock() else {
+            return false;
+        };
+        let count = counts.entry(key.to_owned()).or_default();
+        if *count >= limit {
+            return false;
+        }
+        *count += 1;
+        if let Ok(mut leases) = self.in_flight.leases.lock() {
+            leases.insert(delivery.id.clone(), delivery.lease_token.clone());
+        }
+        true
+    }
+
+    fn unreserve(&self, key: &str, delivery_id: &str) {
+        self.in_flight.finish(key, delivery_id);
+    }
+}
+
+impl InFlight {
+    fn finish(&self, key: &str, delivery_id: &str) {
+        if let Ok(mut counts) = self.per_destination.lock()
+            && let Some(count) = counts.get_mut(key)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(key);
+            }
+        }
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.remove(delivery_id);
+        }
+    }
+}

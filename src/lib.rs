@@ -1,0 +1,27 @@
+//! hookgate: a durable webhook gateway with WebAssembly transform plugins.
+//!
+//! The data flow is the module map: **ingest → route → store → deliver**.
+//!
+//! - [`api`]: the HTTP API (axum). Ingestion, saved webhook configurations, operations,
+//!   health and metrics; the only place errors become HTTP responses.
+//! - [`routing`]: validates webhook configurations and picks an event's destinations. Pure.
+//! - [`store`]: the durable queue (SQLite by default): events and deliveries enqueued in one
+//!   transaction, claimed with leases, finished, retried. The only hand-off from ingest to
+//!   delivery.
+//! - [`deliver`]: the engine: claim, build the request, run the transform plugin, sign, send,
+//!   retry. Owns the HTTP client and the retry policy.
+//! - [`plugin`]: the wasmtime host for transform plugins: compile cache, limits, hot reload.
+//! - [`domain`]: plain types every layer shares. [`egress`]: which addresses may be reached.
+//! - [`config`]: defaults → file → environment → flags. [`app`]: wires it all and runs it.
+//! - [`metrics`]: Prometheus counters and histograms.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod deliver;
+pub mod domain;
+pub mod egress;
+pub mod metrics;
+pub mod plugin;
+pub mod routing;
+pub mod store;

@@ -1,0 +1,141 @@
+//! The `hookgate` command: parse the command line, start logging, run the chosen command.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use hookgate::app::App;
+use hookgate::config::Config;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "hookgate",
+    version,
+    about = "A durable webhook gateway with WebAssembly transform plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Work with transform plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file (see hookgate.example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080, or HOOKGATE_LISTEN].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data folder for the database and generated key [default: ./data, or HOOKGATE_DATA_DIR].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Folder of .wasm transform plugins [default: <data-dir>/plugins, or HOOKGATE_PLUGINS_DIR].
+    #[arg(long)]
+    plugins_dir: Option<PathBuf>,
+    /// Store URL [default: SQLite in the data folder, or HOOKGATE_STORE].
+    #[arg(long)]
+    store: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Show what a plugin would send for an event, or why it skips or fails.
+    Run {
+        /// Plugin name: bundled, or a file stem in the plugins folder.
+        name: String,
+        /// JSON file holding the event: {"event_type", "data", ...} as posted to /api/v1/events.
+        #[arg(long)]
+        event: PathBuf,
+        /// The destination's webhook_transform_config, as JSON.
+        #[arg(long)]
+        config: Option<String>,
+        /// The destination URL the request would go to.
+        #[arg(long, default_value = "https://example.com/webhook")]
+        url: String,
+        /// Folder of .wasm plugins [default: ./data/plugins, or HOOKGATE_PLUGINS_DIR].
+        #[arg(long)]
+        plugins_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOOKGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Plugin {
+                command:
+                    PluginCommand::Run {
+                        name,
+                        event,
+                        config,
+                        url,
+                        plugins_dir,
+                    },
+            } => {
+                hookgate::plugin::cli::run(&name, &event, config.as_deref(), &url, plugins_dir)
+                    .await
+            }
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let mut config = Config::load(args.config.as_deref(), |name| std::env::var(name).ok())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    if let Some(plugins_dir) = args.plugins_dir {
+        config.plugins_dir = Some(plugins_dir);
+    }
+    if let Some(store) = args.store {
+        config.store = Some(store);
+    }
+    let app = App::build(config).await?;
+    tracing::info!(listen = %app.local_addr(), "hookgate is serving");
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight deliveries");
+        trigger.cancel();
+    });
+    app.run(shutdown).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Transform plugins: the registry of installed plugins, their hot reload from the plugins
+//! folder, and the async entry point the delivery engine calls.
+//!
+//! Bundled plugins are compiled into the binary; a `.wasm` component in the plugins folder
+//! is named by its file stem and overrides a bundled plugin of that name. The folder is
+//! polled; a changed file is hashed and compiled off to the side, and only a component that
+//! compiled and type-checked replaces the serving version, so a half-written or corrupt file
+//! never serves a delivery. Calls hold their own handle to the version they started with.
+
+pub mod cli;
+mod registry;
+pub mod runtime;
+
+pub use registry::{PluginInfo, PluginSource};
+
+use crate::config::PluginLimitsConfig;
+use crate::domain::OutgoingRequest;
+use registry::Registry;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/bundled_plugins.rs"));
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum PluginError {
+    #[error("no transform plugin named {0:?} is installed")]
+    NotFound(String),
+    #[error("failed to load: {0}")]
+    Load(String),
+    #[error("exceeded its CPU budget of {0:?}")]
+    Timeout(Duration),
+    #[error("exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("output of {size} bytes is over the limit of {limit} bytes")]
+    OutputTooLarge { size: usize, limit: usize },
+    #[error("returned an error: {0}")]
+    Failed(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What a plugin gets to see for one attempt.
+pub struct TransformInput {
+    pub event_id: String,
+    pub event_type: String,
+    pub timestamp: f64,
+    pub payload: Arc<str>,
+    pub request: OutgoingRequest,
+    /// The destination's `webhook_transform_config` as JSON text, `null` when absent.
+    pub config_json: String,
+}
+
+#[derive(Debug)]
+pub enum TransformOutcome {
+    Send(OutgoingRequest),
+    Skip(String),
+}
+
+#[derive(Clone)]
+pub struct PluginHost {
+    registry: Arc<Registry>,
+    limits: runtime::CallLimits,
+    /// Bounds concurrent instances to what the pooling allocator holds.
+    slots: Arc<Semaphore>,
+}
+
+impl PluginHost {
+    /// Load the bundled plugins and every component in `plugins_dir`. Files that fail to
+    /// load are reported in the listing, not fatal.
+    pub async fn start(
+        plugins_dir: PathBuf,
+        cache_dir: Option<PathBuf>,
+        limits: &PluginLimitsConfig,
+    ) -> Result<Self, PluginError> {
+        runtime::engine()?;
+        let registry = Arc::new(Registry::new(plugins_dir, cache_dir, bundled::BUNDLED));
+        let scan = registry.clone();
+        tokio::task::spawn_blocking(move || scan.rescan())
+            .await
+            .map_err(|error| PluginError::Internal(error.to_string()))?;
+        Ok(PluginHost {
+            registry,
+            limits: runtime::CallLimits {
+                timeout: Duration::from_millis(limits.timeout_ms),
+                max_memory_bytes: limits.max_memory_bytes,
+                max_output_bytes: limits.max_output_bytes,
+            },
+            slots: Arc::new(Semaphore::new(runtime::POOL_INSTANCES as usize)),
+        })
+    }
+
+    /// Poll the plugins folder every `interval` until `shutdown`.
+    pub fn watch(&self, interval: Duration, shutdown: CancellationToken) {
+        let registry = self.registry.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                let scan = registry.clone();
+                if let Err(error) = tokio::task::spawn_blocking(move || scan.rescan()).await {
+                    tracing::error!(%error, "plugin folder scan panicked");
+                }
+            }
+        });
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.registry.get(name).is_some()
+    }
+
+    pub fn list(&self) -> Vec<PluginInfo> {
+        self.registry.list()
+    }
+
+    pub async fn transform(
+        &self,
+        name: &str,
+        input: TransformInput,
+    ) -> Result<TransformOutcome, PluginError> {
+        let plugin = self
+            .registry
+            .get(name)
+            .ok_or_else(|| PluginError::NotFound(name.to_owned()))?;
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| PluginError::Internal("plugin host is shut down".into()))?;
+        let limits = self.limits;
+        tokio::task::spawn_blocking(move || {
+            let compiled = plugin.compiled()?;
+            let event = runtime::wit::Event {
+                id: input.event_id,
+                event_type: input.event_type,
+                timestamp: input.timestamp,
+                payload: input.payload.to_string(),
+            };
+            let request = to_wit(input.request);
+            match runtime::call(&compiled, limits, &event, &request, &input.config_json)? {
+                runtime::CallOutcome::Send(request) => Ok(TransformOutcome::Send(request)),
+                runtime::CallOutcome::Skip(reason) => Ok(TransformOutcome::Skip(reason)),
+            }
+        })
+        .await
+        .map_err(|error| PluginError::Internal(format!("plugin call panicked: {error}")))?
+    }
+}
+
+fn to_wit(request: OutgoingRequest) -> runtime::wit::OutgoingRequest {
+    runtime::wit::OutgoingRequest {
+        url: request.url,
+        headers: request
+            .headers
+            .into_iter()
+            .map(|(name, value)| runtime::wit::Header { name, value })
+            .collect(),
+        body: request.body.to_vec(),
+    }
+}

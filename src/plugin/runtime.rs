@@ -1,0 +1,260 @@
+//! The wasmtime side of plugins: one engine per process, components compiled once per
+//! content hash (in memory, and on disk beside the data), and a fresh, limited instance
+//! for every call.
+//!
+//! Isolation: each call gets a new `Store` and a new instance from a pre-linked
+//! `InstancePre`, out of the pooling allocator. Nothing survives a call: no memory, no
+//! globals, so one delivery can never see another's data and a trapped instance is gone
+//! with its store. Plugins get no capabilities: every import they declare (any WASI
+//! interface) is linked to a trap.
+
+use super::PluginError;
+use crate::domain::OutgoingRequest;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, ResourceLimiter, Store};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "transformer",
+        path: "wit",
+    });
+}
+
+use bindings::TransformerPre;
+pub use bindings::hookgate::plugin::types as wit;
+
+/// Epoch ticks are this long; a call's CPU budget is counted in ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// Concurrent instances the pooling allocator holds; calls beyond this wait their turn.
+pub const POOL_INSTANCES: u32 = 128;
+/// The engine-wide ceiling on one linear memory; the per-app cap is enforced per store.
+const POOL_MAX_MEMORY: usize = 1 << 30;
+
+/// The process's engine. One engine serves every app in the process, so a component
+/// compiled for one gateway (or one test) is reused by all.
+pub fn engine() -> Result<&'static Engine, PluginError> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.total_component_instances(POOL_INSTANCES)
+                .total_core_instances(POOL_INSTANCES * 4)
+                .total_memories(POOL_INSTANCES * 2)
+                .total_tables(POOL_INSTANCES * 4)
+                .max_memory_size(POOL_MAX_MEMORY);
+            let mut config = wasmtime::Config::new();
+            config
+                .wasm_component_model(true)
+                .epoch_interruption(true)
+                .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+            let engine = Engine::new(&config).map_err(|error| format!("{error:#}"))?;
+            let ticker = engine.weak();
+            std::thread::Builder::new()
+                .name("hookgate-epoch".into())
+                .spawn(move || {
+                    while let Some(engine) = ticker.upgrade() {
+                        engine.increment_epoch();
+                        drop(engine);
+                        std::thread::sleep(EPOCH_TICK);
+                    }
+                })
+                .map_err(|error| error.to_string())?;
+            Ok(engine)
+        })
+        .as_ref()
+        .map_err(|message| PluginError::Internal(format!("wasm engine: {message}")))
+}
+
+/// A compiled, linked and type-checked plugin, ready to instantiate.
+#[derive(Clone)]
+pub struct Compiled {
+    pre: TransformerPre<CallState>,
+}
+
+/// Compile (or fetch from cache) and link `wasm`. `cache_dir` holds serialised artifacts
+/// keyed by content hash so a restart skips Cranelift.
+pub fn compile(wasm: &[u8], hash: &str, cache_dir: Option<&Path>) -> Result<Compiled, PluginError> {
+    static COMPILED: OnceLock<Mutex<HashMap<String, Compiled>>> = OnceLock::new();
+    let memory = COMPILED.get_or_init(Default::default);
+    if let Some(hit) = memory
+        .lock()
+        .ok()
+        .and_then(|cache| cache.get(hash).cloned())
+    {
+        return Ok(hit);
+    }
+    let engine = engine()?;
+    let component = load_or_compile(engine, wasm, hash, cache_dir)?;
+    let mut linker = Linker::<CallState>::new(engine);
+    linker
+        .define_unknown_imports_as_traps(&component)
+        .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+    let pre = TransformerPre::new(pre).map_err(|error| {
+        PluginError::Load(format!(
+            "does not implement the hookgate:plugin/transformer world: {error:#}"
+        ))
+    })?;
+    let compiled = Compiled { pre };
+    if let Ok(mut cache) = memory.lock() {
+        cache.insert(hash.to_owned(), compiled.clone());
+    }
+    Ok(compiled)
+}
+
+fn load_or_compile(
+    engine: &Engine,
+    wasm: &[u8],
+    hash: &str,
+    cache_dir: Option<&Path>,
+) -> Result<Component, PluginError> {
+    let cached_path: Option<PathBuf> = cache_dir.map(|dir| dir.join(format!("{hash}.cwasm")));
+    if let Some(path) = &cached_path
+        && path.exists()
+    {
+        // SAFETY: the file was written by `Component::serialize` of this same wasmtime
+        // build into the gateway's own cache folder; wasmtime also checks its header and
+        // refuses artifacts from another version or engine configuration.
+        match unsafe { Component::deserialize_file(engine, path) } {
+            Ok(component) => return Ok(component),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "ignoring stale plugin cache entry")
+            }
+        }
+    }
+    let component =
+        Component::new(engine, wasm).map_err(|error| PluginError::Load(format!("{error:#}")))?;
+    if let Some(path) = &cached_path
+        && let Ok(artifact) = component.serialize()
+    {
+        let partial = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&partial, artifact))
+            .and_then(|()| std::fs::rename(&partial, path));
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "cannot write plugin cache entry");
+        }
+    }
+    Ok(component)
+}
+
+/// Per-call limits.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    pub timeout: Duration,
+    pub max_memory_bytes: usize,
+    pub max_output_bytes: usize,
+}
+
+/// A store's data: the memory limiter, which remembers a refused growth so the failure can
+/// be reported as what it was rather than as the allocator's abort.
+pub struct CallState {
+    max_memory_bytes: usize,
+    memory_refused: bool,
+}
+
+impl ResourceLimiter for CallState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.max_memory_bytes;
+        self.memory_refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+pub enum CallOutcome {
+    Send(OutgoingRequest),
+    Skip(String),
+}
+
+/// Run one transform in a fresh instance. Blocking: call from a blocking thread.
+pub fn call(
+    compiled: &Compiled,
+    limits: CallLimits,
+    event: &wit::Event,
+    request: &wit::OutgoingRequest,
+    config_json: &str,
+) -> Result<CallOutcome, PluginError> {
+    let engine = compiled.pre.engine();
+    let mut store = Store::new(
+        engine,
+        CallState {
+            max_memory_bytes: limits.max_memory_bytes,
+            memory_refused: false,
+        },
+    );
+    store.limiter(|state| state);
+    let ticks = limits
+        .timeout
+        .as_millis()
+        .div_ceil(EPOCH_TICK.as_millis())
+        .max(1) as u64
+        + 1;
+    store.set_epoch_deadline(ticks);
+    let result = compiled
+        .pre
+        .instantiate(&mut store)
+        .and_then(|instance| instance.call_transform(&mut store, event, request, config_json));
+    let answer = match result {
+        Ok(answer) => answer,
+        Err(error) => {
+            return Err(match error.downcast_ref::<wasmtime::Trap>() {
+                Some(wasmtime::Trap::Interrupt) => PluginError::Timeout(limits.timeout),
+                _ if store.data().memory_refused => {
+                    PluginError::MemoryLimit(limits.max_memory_bytes)
+                }
+                Some(trap) => PluginError::Trap(trap.to_string()),
+                None => PluginError::Trap(format!("{error:#}")),
+            });
+        }
+    };
+    match answer {
+        Err(message) => Err(PluginError::Failed(message)),
+        Ok(wit::Outcome::Skip(reason)) => Ok(CallOutcome::Skip(reason)),
+        Ok(wit::Outcome::Send(request)) => {
+            let size = request.body.len()
+                + request.url.len()
+                + request
+                    .headers
+                    .iter()
+                    .map(|header| header.name.len() + header.value.len())
+                    .sum::<usize>();
+            if size > limits.max_output_bytes {
+                return Err(PluginError::OutputTooLarge {
+                    size,
+                    limit: limits.max_output_bytes,
+                });
+            }
+            Ok(CallOutcome::Send(OutgoingRequest {
+                url: request.url,
+                headers: request
+                    .headers
+                    .into_iter()
+                    .map(|header| (header.name, header.value))
+                    .collect(),
+                body: request.body.into(),
+            }))
+        }
+    }
+}

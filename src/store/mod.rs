@@ -1,0 +1,263 @@
+//! The durable store: the only hand-off between ingest and delivery.
+//!
+//! Its verbs are those of a lease-based work queue — enqueue (event and deliveries in one
+//! transaction), claim due deliveries with a lease, finish an attempt (record it and
+//! complete, reschedule or dead-letter the delivery), release — plus the look-ups the
+//! operations API needs and the saved webhook configurations. A claim's `lease_token` guards
+//! every later write, so a worker whose lease expired cannot overwrite the next owner's work;
+//! this is the SQLite rendering of PostgreSQL's `FOR UPDATE SKIP LOCKED` claim.
+//!
+//! Only this module knows SQL.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::domain::{Attempt, DeliveryStatus, Destination, UnixMillis};
+use serde::Serialize;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An accepted event with the deliveries routing produced for it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub event_type: String,
+    pub project_id: Option<String>,
+    pub timestamp: f64,
+    /// The canonical payload JSON, exactly as it will be sent.
+    pub payload: String,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    pub destination: Destination,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeliverySummary {
+    pub id: String,
+    pub webhook_url: String,
+    pub status: DeliveryStatus,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnqueueOutcome {
+    pub event_id: String,
+    /// True when the event id was already stored: nothing new was queued.
+    pub duplicate: bool,
+    pub deliveries: Vec<DeliverySummary>,
+}
+
+/// A delivery a worker holds a lease on.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: String,
+    pub lease_token: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub timestamp: f64,
+    pub payload: Arc<str>,
+    pub destination: Destination,
+    /// Attempts made so far, over the delivery's whole life.
+    pub attempts_made: u32,
+    /// `attempts_made` when the delivery was last (re)queued; the retry budget counts from here.
+    pub budget_start: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct ClaimBatch {
+    pub deliveries: Vec<ClaimedDelivery>,
+    /// The earliest due time of what is left queued, so the dispatcher can sleep until then.
+    pub next_due_at: Option<UnixMillis>,
+}
+
+/// What an attempt leads to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    Succeeded,
+    Skipped,
+    Retry { due_at: UnixMillis },
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryView {
+    pub id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub webhook_url: String,
+    pub status: DeliveryStatus,
+    pub source: crate::domain::DestinationSource,
+    pub attempt_count: u32,
+    /// When the next attempt is due (queued deliveries only), epoch milliseconds.
+    pub next_attempt_at: Option<UnixMillis>,
+    pub last_error: Option<String>,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<Attempt>>,
+    /// Keyset cursor position; not part of the API.
+    #[serde(skip)]
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    pub event_id: String,
+    pub event_type: String,
+    pub project_id: Option<String>,
+    pub timestamp: f64,
+    pub payload: serde_json::Value,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// A saved webhook configuration, secrets included; the API layer decides what to show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedConfig {
+    pub id: String,
+    pub tenant_id: String,
+    /// The configuration fields except the secret, as the API accepted them.
+    pub settings: serde_json::Value,
+    pub signing_secret: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<i64>,
+    pub total: Option<u64>,
+}
+
+/// The configured store. An enum rather than a trait object: the set is closed and known,
+/// and async methods stay plain.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($store) => $call,
+        }
+    };
+}
+
+impl Store {
+    pub async fn enqueue(&self, events: Vec<NewEvent>) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        dispatch!(self, s => s.enqueue(events).await)
+    }
+
+    /// Claim up to `limit` due deliveries, skipping destinations in `saturated_keys`.
+    pub async fn claim_due(
+        &self,
+        limit: usize,
+        lease_ms: i64,
+        saturated_keys: Vec<String>,
+    ) -> Result<ClaimBatch, StoreError> {
+        dispatch!(self, s => s.claim_due(limit, lease_ms, saturated_keys).await)
+    }
+
+    /// Record one attempt and move the delivery on; ignored if the lease was lost.
+    pub async fn finish_attempt(
+        &self,
+        delivery: &ClaimedDelivery,
+        attempt: Attempt,
+        outcome: AttemptOutcome,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.finish_attempt(delivery.id.clone(), delivery.lease_token.clone(), attempt, outcome).await)
+    }
+
+    /// Give claimed deliveries back untouched (shutdown, or a destination over its limit).
+    pub async fn release(&self, leases: Vec<(String, String)>) -> Result<(), StoreError> {
+        dispatch!(self, s => s.release(leases).await)
+    }
+
+    /// Queue a finished delivery again with a fresh retry budget.
+    pub async fn redeliver(&self, delivery_id: &str) -> Result<Option<DeliveryView>, StoreError> {
+        dispatch!(self, s => s.redeliver(delivery_id.to_owned()).await)
+    }
+
+    pub async fn event(&self, event_id: &str) -> Result<Option<EventView>, StoreError> {
+        dispatch!(self, s => s.event(event_id.to_owned()).await)
+    }
+
+    pub async fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryView>, StoreError> {
+        dispatch!(self, s => s.delivery(delivery_id.to_owned()).await)
+    }
+
+    /// Deliveries newest first; `before_seq` is the cursor from the previous page.
+    pub async fn deliveries(
+        &self,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+        before_seq: Option<i64>,
+    ) -> Result<Page<DeliveryView>, StoreError> {
+        dispatch!(self, s => s.deliveries(status, limit, before_seq).await)
+    }
+
+    /// Deliveries queued or in flight.
+    pub async fn queue_depth(&self) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.queue_depth().await)
+    }
+
+    /// Stop accepting writes once what is queued has committed.
+    pub fn close(&self) {
+        dispatch!(self, s => s.close())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+
+    pub async fn insert_config(&self, config: SavedConfig) -> Result<SavedConfig, StoreError> {
+        dispatch!(self, s => s.insert_config(config).await)
+    }
+
+    pub async fn update_config(
+        &self,
+        config: SavedConfig,
+    ) -> Result<Option<SavedConfig>, StoreError> {
+        dispatch!(self, s => s.update_config(config).await)
+    }
+
+    pub async fn config(&self, config_id: &str) -> Result<Option<SavedConfig>, StoreError> {
+        dispatch!(self, s => s.config(config_id.to_owned()).await)
+    }
+
+    pub async fn configs_by_id(&self, ids: Vec<String>) -> Result<Vec<SavedConfig>, StoreError> {
+        dispatch!(self, s => s.configs_by_id(ids).await)
+    }
+
+    pub async fn delete_config(&self, config_id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete_config(config_id.to_owned()).await)
+    }
+
+    /// Configurations of a tenant (all tenants when `None`), newest first.
+    pub async fn configs(
+        &self,
+        tenant_id: Option<String>,
+        limit: usize,
+        before_seq: Option<i64>,
+        with_total: bool,
+    ) -> Result<Page<SavedConfig>, StoreError> {
+        dispatch!(self, s => s.configs(tenant_id, limit, before_seq, with_total).await)
+    }
+}

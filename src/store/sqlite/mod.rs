@@ -1,0 +1,241 @@
+//! The embedded SQLite store: one file in WAL mode in the data folder.
+//!
+//! Every write goes to a single writer thread that drains whatever is waiting and applies it
+//! in one transaction (group commit): under load one fsync covers hundreds of events,
+//! claims and attempt records, while an idle gateway still commits each write at once. Each
+//! write runs inside its own savepoint, so one failing write never undoes its neighbours.
+//! Reads use a small pool of separate connections, which WAL lets run beside the writer.
+
+mod configs;
+mod queue;
+
+use super::StoreError;
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::oneshot;
+
+/// Writes waiting beyond this many are left for the next transaction, bounding the time any
+/// one caller waits behind a commit.
+const MAX_WRITES_PER_COMMIT: usize = 1024;
+const READ_POOL_SIZE: usize = 4;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    id          TEXT PRIMARY KEY,
+    event_type  TEXT NOT NULL,
+    project_id  TEXT,
+    timestamp   REAL NOT NULL,
+    payload     TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    event_id     TEXT NOT NULL REFERENCES events(id),
+    dest_key     TEXT NOT NULL,
+    webhook_url  TEXT NOT NULL,
+    destination  TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    budget_start INTEGER NOT NULL DEFAULT 0,
+    due_at       INTEGER NOT NULL,
+    lease_token  TEXT,
+    last_error   TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(due_at)
+    WHERE status IN ('queued', 'in_flight');
+CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries(status, seq);
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_id     TEXT NOT NULL,
+    number          INTEGER NOT NULL,
+    started_at      INTEGER NOT NULL,
+    duration_ms     INTEGER NOT NULL,
+    response_status INTEGER,
+    error           TEXT,
+    response_body   TEXT,
+    PRIMARY KEY (delivery_id, number)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS webhook_configs (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    id             TEXT NOT NULL UNIQUE,
+    tenant_id      TEXT NOT NULL,
+    settings       TEXT NOT NULL,
+    signing_secret TEXT,
+    created_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_configs_tenant ON webhook_configs(tenant_id, seq);
+"#;
+
+type Reply = Box<dyn FnOnce(Option<String>) + Send>;
+type WriteJob = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writes: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    readers: Mutex<Vec<Connection>>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path`. Deliveries left in flight by a
+    /// previous process are queued again at once: this file has one owner at a time.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let writer = open_connection(path, false)?;
+        writer.execute_batch(SCHEMA)?;
+        queue::requeue_orphans(&writer)?;
+        let (sender, receiver) = mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("hookgate-sqlite-writer".into())
+            .spawn(move || run_writer(writer, receiver))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writes: Mutex::new(Some(sender)),
+                readers: Mutex::new(Vec::new()),
+                path: path.to_owned(),
+            }),
+        })
+    }
+
+    /// Stop accepting writes; the writer thread finishes what is queued and exits.
+    pub fn close(&self) {
+        if let Ok(mut writes) = self.inner.writes.lock() {
+            writes.take();
+        }
+    }
+
+    /// Run `write` on the writer thread inside the next group commit; resolves once committed.
+    async fn write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply_to, reply) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = in_savepoint(conn, write);
+            Box::new(move |commit_error: Option<String>| {
+                let result = match commit_error {
+                    Some(message) => Err(StoreError::Corrupt(format!("commit failed: {message}"))),
+                    None => result,
+                };
+                let _ = reply_to.send(result);
+            })
+        });
+        {
+            let writes = self.inner.writes.lock().map_err(|_| StoreError::Closed)?;
+            let sender = writes.as_ref().ok_or(StoreError::Closed)?;
+            sender.send(job).map_err(|_| StoreError::Closed)?;
+        }
+        reply.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Run `read` on a pooled read connection on the blocking thread pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().ok().and_then(|mut pool| pool.pop());
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_connection(&inner.path, true)?,
+            };
+            let result = read(&conn);
+            if let Ok(mut pool) = inner.readers.lock()
+                && pool.len() < READ_POOL_SIZE
+            {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if !read_only {
+        // FULL: a 202 promises the event survives power loss, not just a process crash.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;",
+        )?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    write: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT write_job")?;
+    match write(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE write_job")?;
+            Ok(value)
+        }
+        Err(error) => {
+            conn.execute_batch("ROLLBACK TO write_job; RELEASE write_job")?;
+            Err(error)
+        }
+    }
+}
+
+fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_WRITES_PER_COMMIT {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let message = error.to_string();
+            tracing::error!(%message, "sqlite: cannot begin a transaction");
+            for job in batch {
+                // Each job still needs an answer; run none of them.
+                drop(job);
+            }
+            continue;
+        }
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
+        let commit_error = conn.execute_batch("COMMIT").err().map(|error| {
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::error!(%error, "sqlite: group commit failed");
+            error.to_string()
+        });
+        for reply in replies {
+            reply(commit_error.clone());
+        }
+    }
+    tracing::debug!("sqlite writer stopped");
+}

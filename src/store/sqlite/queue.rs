@@ -1,0 +1,427 @@
+//! The delivery queue on SQLite: enqueue, claim, finish, release, redeliver and look-ups.
+
+use super::SqliteStore;
+use crate::domain::{Attempt, DeliveryStatus, Destination, UnixMillis, now_millis};
+use crate::store::{
+    AttemptOutcome, ClaimBatch, ClaimedDelivery, DeliverySummary, DeliveryView, EnqueueOutcome,
+    EventView, NewEvent, Page, StoreError,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::sync::Arc;
+
+const DELIVERY_COLUMNS: &str = "d.seq, d.id, d.event_id, e.event_type, d.webhook_url, d.status, \
+     d.destination, d.attempts, d.due_at, d.last_error, d.created_at, d.updated_at";
+
+pub(super) fn requeue_orphans(conn: &Connection) -> Result<(), StoreError> {
+    let requeued = conn.execute(
+        "UPDATE deliveries SET status = 'queued', lease_token = NULL, due_at = ?1 \
+         WHERE status = 'in_flight'",
+        [now_millis()],
+    )?;
+    if requeued > 0 {
+        tracing::info!(
+            requeued,
+            "sqlite: requeued deliveries left in flight by the last run"
+        );
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    pub async fn enqueue(&self, events: Vec<NewEvent>) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        self.write(move |conn| {
+            events
+                .into_iter()
+                .map(|event| enqueue_one(conn, event))
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn claim_due(
+        &self,
+        limit: usize,
+        lease_ms: i64,
+        saturated_keys: Vec<String>,
+    ) -> Result<ClaimBatch, StoreError> {
+        self.write(move |conn| claim(conn, limit, lease_ms, &saturated_keys))
+            .await
+    }
+
+    pub async fn finish_attempt(
+        &self,
+        delivery_id: String,
+        lease_token: String,
+        attempt: Attempt,
+        outcome: AttemptOutcome,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let now = now_millis();
+            let (status, due_at) = match outcome {
+                AttemptOutcome::Succeeded => (DeliveryStatus::Succeeded, now),
+                AttemptOutcome::Skipped => (DeliveryStatus::Skipped, now),
+                AttemptOutcome::Failed => (DeliveryStatus::Failed, now),
+                AttemptOutcome::Retry { due_at } => (DeliveryStatus::Queued, due_at),
+            };
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET status = ?1, due_at = ?2, attempts = ?3, \
+                     last_error = ?4, updated_at = ?5, lease_token = NULL \
+                     WHERE id = ?6 AND lease_token = ?7",
+                )?
+                .execute(params![
+                    status.as_str(),
+                    due_at,
+                    attempt.number,
+                    attempt.error,
+                    now,
+                    delivery_id,
+                    lease_token
+                ])?;
+            if updated == 0 {
+                return Ok(false);
+            }
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, duration_ms, \
+                 response_status, error, response_body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                delivery_id,
+                attempt.number,
+                attempt.started_at,
+                attempt.duration_ms as i64,
+                attempt.response_status,
+                attempt.error,
+                attempt.response_body
+            ])?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub async fn release(&self, leases: Vec<(String, String)>) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let mut release = conn.prepare_cached(
+                "UPDATE deliveries SET status = 'queued', lease_token = NULL, due_at = ?1 \
+                 WHERE id = ?2 AND lease_token = ?3",
+            )?;
+            let now = now_millis();
+            for (delivery_id, lease_token) in leases {
+                release.execute(params![now, delivery_id, lease_token])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn redeliver(&self, delivery_id: String) -> Result<Option<DeliveryView>, StoreError> {
+        let id = delivery_id.clone();
+        // Queued or in-flight deliveries are left as they are: redelivery is idempotent.
+        self.write(move |conn| {
+                let now = now_millis();
+                conn.execute(
+                    "UPDATE deliveries SET status = 'queued', due_at = ?1, budget_start = attempts, \
+                     updated_at = ?1, last_error = NULL WHERE id = ?2 AND status NOT IN ('queued', 'in_flight')",
+                    params![now, id],
+                )?;
+                Ok(())
+            })
+            .await?;
+        self.delivery(delivery_id).await
+    }
+
+    pub async fn event(&self, event_id: String) -> Result<Option<EventView>, StoreError> {
+        self.read(move |conn| {
+            let event = conn
+                .query_row(
+                    "SELECT id, event_type, project_id, timestamp, payload FROM events WHERE id = ?1",
+                    [&event_id],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, Option<String>>(2)?,
+                            row.get::<_, f64>(3)?,
+                            row.get::<_, String>(4)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((event_id, event_type, project_id, timestamp, payload)) = event else {
+                return Ok(None);
+            };
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id \
+                 WHERE d.event_id = ?1 ORDER BY d.seq"
+            ))?;
+            let deliveries = statement
+                .query_map([&event_id], delivery_view)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let payload = serde_json::from_str(&payload)
+                .map_err(|error| StoreError::Corrupt(format!("event payload: {error}")))?;
+            Ok(Some(EventView {
+                event_id,
+                event_type,
+                project_id,
+                timestamp,
+                payload,
+                deliveries,
+            }))
+        })
+        .await
+    }
+
+    pub async fn delivery(&self, delivery_id: String) -> Result<Option<DeliveryView>, StoreError> {
+        self.read(move |conn| {
+            let view = conn
+                .query_row(
+                    &format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id \
+                         WHERE d.id = ?1"
+                    ),
+                    [&delivery_id],
+                    delivery_view,
+                )
+                .optional()?;
+            let Some(mut view) = view else {
+                return Ok(None);
+            };
+            let mut statement = conn.prepare_cached(
+                "SELECT number, started_at, duration_ms, response_status, error, response_body \
+                 FROM attempts WHERE delivery_id = ?1 ORDER BY number",
+            )?;
+            let attempts = statement
+                .query_map([&delivery_id], |row| {
+                    Ok(Attempt {
+                        number: row.get(0)?,
+                        started_at: row.get(1)?,
+                        duration_ms: row.get::<_, i64>(2)? as u64,
+                        response_status: row.get(3)?,
+                        error: row.get(4)?,
+                        response_body: row.get(5)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            view.attempts = Some(attempts);
+            Ok(Some(view))
+        })
+        .await
+    }
+
+    pub async fn deliveries(
+        &self,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+        before_seq: Option<i64>,
+    ) -> Result<Page<DeliveryView>, StoreError> {
+        self.read(move |conn| {
+            let status_filter = status.map(|status| status.as_str());
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id \
+                 WHERE (?1 IS NULL OR d.status = ?1) AND d.seq < ?2 ORDER BY d.seq DESC LIMIT ?3"
+            ))?;
+            let mut items = statement
+                .query_map(
+                    params![
+                        status_filter,
+                        before_seq.unwrap_or(i64::MAX),
+                        limit as i64 + 1
+                    ],
+                    delivery_view,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            let next_cursor = if items.len() > limit {
+                items.truncate(limit);
+                items.last().map(|item| item.seq)
+            } else {
+                None
+            };
+            Ok(Page {
+                items,
+                next_cursor,
+                total: None,
+            })
+        })
+        .await
+    }
+
+    pub async fn queue_depth(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            let depth: i64 = conn.query_row(
+                "SELECT count(*) FROM deliveries WHERE status IN ('queued', 'in_flight')",
+                [],
+                |row| row.get(0),
+            )?;
+            Ok(depth as u64)
+        })
+        .await
+    }
+}
+
+fn enqueue_one(conn: &Connection, event: NewEvent) -> Result<EnqueueOutcome, StoreError> {
+    let now = now_millis();
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO events (id, event_type, project_id, timestamp, payload, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            event.id,
+            event.event_type,
+            event.project_id,
+            event.timestamp,
+            event.payload,
+            now
+        ])?;
+    if inserted == 0 {
+        let mut existing = conn.prepare_cached(
+            "SELECT id, webhook_url, status FROM deliveries WHERE event_id = ?1 ORDER BY seq",
+        )?;
+        let deliveries = existing
+            .query_map([&event.id], |row| {
+                let status: String = row.get(2)?;
+                Ok(DeliverySummary {
+                    id: row.get(0)?,
+                    webhook_url: row.get(1)?,
+                    status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Queued),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(EnqueueOutcome {
+            event_id: event.id,
+            duplicate: true,
+            deliveries,
+        });
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_id, dest_key, webhook_url, destination, status, \
+         due_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?6)",
+    )?;
+    let mut deliveries = Vec::with_capacity(event.deliveries.len());
+    for delivery in event.deliveries {
+        let destination = serde_json::to_string(&delivery.destination)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        insert.execute(params![
+            delivery.id,
+            event.id,
+            delivery.destination.concurrency_key(),
+            delivery.destination.url,
+            destination,
+            now
+        ])?;
+        deliveries.push(DeliverySummary {
+            id: delivery.id,
+            webhook_url: delivery.destination.url,
+            status: DeliveryStatus::Queued,
+        });
+    }
+    Ok(EnqueueOutcome {
+        event_id: event.id,
+        duplicate: false,
+        deliveries,
+    })
+}
+
+fn claim(
+    conn: &Connection,
+    limit: usize,
+    lease_ms: i64,
+    saturated_keys: &[String],
+) -> Result<ClaimBatch, StoreError> {
+    let now = now_millis();
+    let saturated = serde_json::to_string(saturated_keys)
+        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let lease_token = uuid::Uuid::new_v4().to_string();
+    let mut claim = conn.prepare_cached(
+        "UPDATE deliveries SET status = 'in_flight', lease_token = ?1, due_at = ?2 \
+         WHERE seq IN (SELECT seq FROM deliveries \
+             WHERE status IN ('queued', 'in_flight') AND due_at <= ?3 \
+             AND dest_key NOT IN (SELECT value FROM json_each(?4)) \
+             ORDER BY due_at LIMIT ?5) \
+         RETURNING id, event_id, destination, attempts, budget_start",
+    )?;
+    let claimed = claim
+        .query_map(
+            params![lease_token, now + lease_ms, now, saturated, limit as i64],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, u32>(3)?,
+                    row.get::<_, u32>(4)?,
+                ))
+            },
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut event_lookup =
+        conn.prepare_cached("SELECT event_type, timestamp, payload FROM events WHERE id = ?1")?;
+    // A fan-out claims several deliveries of one event; load its payload once.
+    let mut loaded: Option<(String, String, f64, Arc<str>)> = None;
+    let mut deliveries = Vec::with_capacity(claimed.len());
+    for (id, event_id, destination, attempts_made, budget_start) in claimed {
+        let destination: Destination = serde_json::from_str(&destination)
+            .map_err(|error| StoreError::Corrupt(format!("delivery {id} destination: {error}")))?;
+        if loaded
+            .as_ref()
+            .is_none_or(|(cached_id, ..)| *cached_id != event_id)
+        {
+            let (event_type, timestamp, payload) = event_lookup.query_row([&event_id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, f64>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })?;
+            loaded = Some((event_id.clone(), event_type, timestamp, Arc::from(payload)));
+        }
+        let Some((_, event_type, timestamp, payload)) = loaded.as_ref() else {
+            continue;
+        };
+        deliveries.push(ClaimedDelivery {
+            id,
+            lease_token: lease_token.clone(),
+            event_id,
+            event_type: event_type.clone(),
+            timestamp: *timestamp,
+            payload: payload.clone(),
+            destination,
+            attempts_made,
+            budget_start,
+        });
+    }
+    let next_due_at = conn
+        .prepare_cached(
+            "SELECT min(due_at) FROM deliveries WHERE status IN ('queued', 'in_flight')",
+        )?
+        .query_row([], |row| row.get::<_, Option<UnixMillis>>(0))?;
+    Ok(ClaimBatch {
+        deliveries,
+        next_due_at,
+    })
+}
+
+fn delivery_view(row: &Row<'_>) -> rusqlite::Result<DeliveryView> {
+    let status: String = row.get(5)?;
+    let status = DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Queued);
+    let destination: String = row.get(6)?;
+    let source = serde_json::from_str::<Destination>(&destination)
+        .map(|destination| destination.source)
+        .unwrap_or(crate::domain::DestinationSource::Inline);
+    let due_at: UnixMillis = row.get(8)?;
+    Ok(DeliveryView {
+        seq: row.get(0)?,
+        id: row.get(1)?,
+        event_id: row.get(2)?,
+        event_type: row.get(3)?,
+        webhook_url: row.get(4)?,
+        status,
+        source,
+        attempt_count: row.get(7)?,
+        next_attempt_at: (status == DeliveryStatus::Queued).then_some(due_at),
+        last_error: row.get(9)?,
+        created_at: row.get(10)?,
+        updated_at: row.get(11)?,
+        attempts: None,
+    })
+}
