@@ -65,7 +65,31 @@ fn watch_sources(dir: &Path) {
     }
 }
 
+/// A fresh machine lacks the wasm target; add it through rustup so `cargo build` alone works.
+fn ensure_target_installed() {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|output| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .any(|line| line.trim() == TARGET)
+        })
+        .unwrap_or(false);
+    if !installed {
+        let added = Command::new("rustup")
+            .args(["target", "add", TARGET])
+            .status();
+        if !added.is_ok_and(|status| status.success()) {
+            println!(
+                "cargo:warning=could not run `rustup target add {TARGET}`; install the target by hand"
+            );
+        }
+    }
+}
+
 fn build_plugins(root: &Path) -> PathBuf {
+    ensure_target_installed();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = root.join("target").join("plugins-wasm");
     let mut command = Command::new(cargo);

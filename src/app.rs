@@ -11,6 +11,7 @@ use crate::plugin::PluginHost;
 use crate::routing::Checks;
 use crate::store::{SqliteStore, Store};
 use anyhow::{Context, Result, bail};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// How long open HTTP connections may take to finish once shutdown begins.
+const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub struct App {
     listener: TcpListener,
@@ -118,8 +122,16 @@ impl App {
         let router = api::router(state.clone());
         let serve = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let served = serve.await;
-        shutdown.cancel();
+        let served = tokio::spawn(serve.into_future());
+        shutdown.cancelled().await;
+        // Connections that stay open past the grace period are cut, not waited for.
+        let served = match tokio::time::timeout(HTTP_SHUTDOWN_GRACE, served).await {
+            Ok(joined) => joined.context("HTTP server panicked")?,
+            Err(_) => {
+                tracing::warn!("HTTP connections still open after the grace period; closing them");
+                Ok(())
+            }
+        };
         engine.await.context("delivery engine panicked")?;
         state.store.close();
         served.context("HTTP server failed")

@@ -7,6 +7,7 @@ use crate::domain::DestinationSource;
 use crate::routing::{Checks, WebhookConfig};
 use crate::store::SavedConfig;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -17,6 +18,8 @@ use std::sync::Arc;
 /// The tenant of configurations created without a `project_id`.
 const DEFAULT_TENANT: &str = "default";
 const SECRET_FIELD: &str = "webhook_signing_secret";
+/// How many configurations the unpaginated v1 list reads from the store at a time.
+const V1_READ_CHUNK: usize = 1000;
 
 pub fn router() -> Router<Arc<ApiState>> {
     Router::new()
@@ -165,17 +168,29 @@ async fn list_v1(
     State(state): State<Arc<ApiState>>,
     Query(scope): Query<Scope>,
 ) -> Result<Json<Vec<WebhookConfigResponse>>, ApiError> {
-    let page = state
-        .store
-        .configs(scope.project_id, usize::MAX >> 1, None, false)
-        .await?;
-    Ok(Json(page.items.iter().map(response).collect()))
+    // Every configuration, read in keyset pages: the store computes `limit + 1` as i64, so an
+    // "unbounded" limit near usize::MAX overflows (a panic, hence 503, in debug builds).
+    let mut configs = Vec::new();
+    let mut before = None;
+    loop {
+        let page = state
+            .store
+            .configs(scope.project_id.clone(), V1_READ_CHUNK, before, false)
+            .await?;
+        configs.extend(page.items.iter().map(response));
+        match page.next_cursor {
+            Some(cursor) => before = Some(cursor),
+            None => break,
+        }
+    }
+    Ok(Json(configs))
 }
 
 async fn list_v2(
     State(state): State<Arc<ApiState>>,
-    Query(query): Query<PageQuery>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(super::ops::query_error)?;
     let page_size = query.page_size.unwrap_or(50);
     if !(1..=1000).contains(&page_size) {
         return Err(ApiError::unprocessable(
@@ -208,26 +223,41 @@ async fn list_v2(
 async fn read(
     State(state): State<Arc<ApiState>>,
     Path(config_id): Path<String>,
+    Query(scope): Query<Scope>,
 ) -> Result<Json<WebhookConfigResponse>, ApiError> {
-    let config = state
-        .store
-        .config(&config_id)
-        .await?
-        .ok_or_else(|| not_found(&config_id))?;
+    let config = scoped_config(&state, &config_id, &scope).await?;
     Ok(Json(response(&config)))
+}
+
+/// The configuration `config_id`, if it exists and belongs to the requested project (any
+/// project when none is named): another project's configuration is reported as not found,
+/// so a project can neither read, change nor delete it, nor learn that it exists.
+async fn scoped_config(
+    state: &ApiState,
+    config_id: &str,
+    scope: &Scope,
+) -> Result<SavedConfig, ApiError> {
+    state
+        .store
+        .config(config_id)
+        .await?
+        .filter(|config| {
+            scope
+                .project_id
+                .as_ref()
+                .is_none_or(|project| *project == config.tenant_id)
+        })
+        .ok_or_else(|| not_found(config_id))
 }
 
 async fn update(
     State(state): State<Arc<ApiState>>,
     Path(config_id): Path<String>,
+    Query(scope): Query<Scope>,
     body: Bytes,
 ) -> Result<Json<WebhookConfigResponse>, ApiError> {
     let changes = body_object(&body)?;
-    let existing = state
-        .store
-        .config(&config_id)
-        .await?
-        .ok_or_else(|| not_found(&config_id))?;
+    let existing = scoped_config(&state, &config_id, &scope).await?;
     let mut fields = existing.settings.as_object().cloned().unwrap_or_default();
     if let Some(secret) = &existing.signing_secret {
         fields.insert(SECRET_FIELD.into(), secret.clone().into());
@@ -253,7 +283,9 @@ async fn update(
 async fn remove(
     State(state): State<Arc<ApiState>>,
     Path(config_id): Path<String>,
+    Query(scope): Query<Scope>,
 ) -> Result<StatusCode, ApiError> {
+    scoped_config(&state, &config_id, &scope).await?;
     if state.store.delete_config(&config_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

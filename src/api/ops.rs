@@ -5,6 +5,7 @@ use super::{ApiError, ApiState};
 use crate::domain::DeliveryStatus;
 use crate::store::{DeliveryView, EventView};
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -42,10 +43,21 @@ pub struct DeliveryQuery {
     page_token: Option<String>,
 }
 
+/// A query string that does not parse, as a 422 `{"detail"}` naming the parameter like every
+/// other validation error; axum's own rejection is a plain-text 400.
+pub(super) fn query_error(rejection: QueryRejection) -> ApiError {
+    let text = rejection.body_text();
+    let detail = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(&text);
+    ApiError::unprocessable(detail)
+}
+
 pub async fn deliveries(
     State(state): State<Arc<ApiState>>,
-    Query(query): Query<DeliveryQuery>,
+    query: Result<Query<DeliveryQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {

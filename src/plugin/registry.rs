@@ -54,6 +54,9 @@ impl Plugin {
 struct FileStamp {
     modified: Option<SystemTime>,
     len: u64,
+    /// A file renamed into place is a new inode even when its size and mtime match the
+    /// old one's (timestamps preserved or normalised by the deploy tool).
+    inode: u64,
 }
 
 pub struct Registry {
@@ -151,12 +154,15 @@ impl Registry {
                 let path = entry.path();
                 if path.extension().is_some_and(|ext| ext == "wasm")
                     && let Some(name) = path.file_stem().and_then(|stem| stem.to_str())
-                    && let Ok(meta) = entry.metadata()
+                    // Follows symlinks (`entry.metadata()` does not), so a plugin linked
+                    // into the folder, e.g. from a Kubernetes ConfigMap volume, is a file.
+                    && let Ok(meta) = std::fs::metadata(&path)
                     && meta.is_file()
                 {
                     let stamp = FileStamp {
                         modified: meta.modified().ok(),
                         len: meta.len(),
+                        inode: std::os::unix::fs::MetadataExt::ino(&meta),
                     };
                     seen.insert(name.to_owned(), (path, stamp));
                 }
@@ -181,6 +187,11 @@ impl Registry {
         }
         if let Ok(mut errors) = self.errors.write() {
             errors.retain(|name, _| seen.contains_key(name));
+        }
+        // Forget removed files, so one put back unchanged (same mtime and size, as after
+        // `mv` out and back) is loaded again instead of being taken as already seen.
+        if let Ok(mut stamps) = self.stamps.write() {
+            stamps.retain(|path, _| seen.values().any(|(seen_path, _)| seen_path == path));
         }
         for (name, (path, stamp)) in seen {
             let unchanged = self
@@ -228,7 +239,13 @@ impl Registry {
                 Ok(Some(plugin))
             });
         match result {
-            Ok(None) => {}
+            Ok(None) => {
+                // The file is the version already serving (e.g. a good file put back
+                // after a broken one): nothing to load, and no longer any error.
+                if let Ok(mut errors) = self.errors.write() {
+                    errors.remove(name);
+                }
+            }
             Ok(Some(plugin)) => {
                 tracing::info!(plugin = %name, sha256 = %plugin.info.sha256, "plugin loaded");
                 if let Ok(mut files) = self.files.write() {

@@ -28,11 +28,13 @@ pub struct TestApp {
 
 /// Defaults for tests: loopback allowed, fast retries, a shared plugin compile cache.
 pub fn test_config(data_dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".into();
-    config.data_dir = data_dir.to_owned();
-    config.api_keys = vec![API_KEY.into()];
-    config.egress_allow = vec!["127.0.0.0/8".into()];
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: data_dir.to_owned(),
+        api_keys: vec![API_KEY.into()],
+        egress_allow: vec!["127.0.0.0/8".into()],
+        ..Config::default()
+    };
     config.retry.base_delay_ms = 50;
     config.retry.max_delay_ms = 1_000;
     config.retry.request_timeout_ms = 5_000;

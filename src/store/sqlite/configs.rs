@@ -86,7 +86,11 @@ impl SqliteStore {
             ))?;
             let mut items = statement
                 .query_map(
-                    params![tenant_id, before_seq.unwrap_or(i64::MAX), limit as i64 + 1],
+                    params![
+                        tenant_id,
+                        before_seq.unwrap_or(i64::MAX),
+                        (limit as i64).saturating_add(1)
+                    ],
                     saved_config,
                 )?
                 .collect::<Result<Vec<_>, _>>()?;

@@ -225,7 +225,7 @@ impl SqliteStore {
                     params![
                         status_filter,
                         before_seq.unwrap_or(i64::MAX),
-                        limit as i64 + 1
+                        (limit as i64).saturating_add(1)
                     ],
                     delivery_view,
                 )?

@@ -1,0 +1,194 @@
+//! Durability: the real `hookgate` binary killed with SIGKILL while deliveries are pending
+//! loses nothing after a restart; SIGTERM finishes in-flight deliveries before exiting.
+
+mod common;
+
+use common::receiver::Answer;
+use common::*;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Gateway {
+    child: Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn launch(data_dir: &Path, port: u16) -> Gateway {
+    let child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("HOOKGATE_API_KEY", API_KEY)
+        .env("HOOKGATE_EGRESS_ALLOW", "127.0.0.0/8")
+        .env("HOOKGATE_RETRY_MAX_ATTEMPTS", "50")
+        .env("HOOKGATE_RETRY_BASE_DELAY_MS", "50")
+        .env("HOOKGATE_RETRY_MAX_DELAY_MS", "200")
+        .env("HOOKGATE_REQUEST_TIMEOUT_MS", "10000")
+        .env("HOOKGATE_PLUGIN_CACHE_DIR", plugin_cache_dir())
+        .env("HOOKGATE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("hookgate binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = reqwest::Client::new();
+    while client.get(format!("{base}/readyz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "gateway did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Gateway { child, base }
+}
+
+async fn post_batch(base: &str, events: Vec<Value>) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/v1/events/batch"))
+        .bearer_auth(API_KEY)
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    response.json().await.unwrap()
+}
+
+fn distinct_event_ids(receiver: &Receiver) -> BTreeSet<String> {
+    receiver
+        .received()
+        .iter()
+        .filter_map(|request| request.header("x-webhook-event-id"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_pending_deliveries_loses_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let receiver = Receiver::start().await;
+    // Slow answers keep deliveries in flight; some fail and wait in backoff.
+    receiver.always(Answer::status(200).delay(Duration::from_secs(30)));
+    receiver.script((0..40).map(|_| Answer::status(500)));
+    let mut gateway = launch(data.path(), port).await;
+    let events: Vec<Value> = (0..300)
+        .map(|n| {
+            event_to(
+                "parse.success",
+                json!({"webhook_url": receiver.url(&format!("/k/{n}"))}),
+            )
+        })
+        .collect();
+    let accepted = post_batch(&gateway.base, events).await;
+    let expected: BTreeSet<String> = accepted["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(expected.len(), 300);
+    receiver.wait_for(50, Duration::from_secs(20)).await;
+    gateway.child.kill().unwrap(); // SIGKILL: no shutdown code runs
+    gateway.child.wait().unwrap();
+    let before_restart = distinct_event_ids(&receiver);
+    assert!(
+        before_restart.len() < 300,
+        "the kill must leave work pending"
+    );
+
+    receiver.always(Answer::status(200));
+    let mut gateway = launch(data.path(), port).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let delivered = distinct_event_ids(&receiver);
+        if delivered == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after restart {} of 300 events delivered",
+            delivered.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = {
+        let response = reqwest::Client::new()
+            .get(format!(
+                "{}/api/v1/deliveries?status=succeeded&limit=1000",
+                gateway.base
+            ))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["items"].as_array().unwrap().len(),
+        300,
+        "every delivery ends succeeded"
+    );
+    gateway.child.kill().unwrap();
+    gateway.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_deliveries_before_exiting() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let receiver = Receiver::start().await;
+    receiver.always(Answer::status(200).delay(Duration::from_millis(800)));
+    let gateway = launch(data.path(), port).await;
+    let events: Vec<Value> = (0..5)
+        .map(|_| event_to("parse.success", json!({"webhook_url": receiver.url("/t")})))
+        .collect();
+    post_batch(&gateway.base, events).await;
+    receiver.wait_for(5, Duration::from_secs(10)).await;
+    let pid = gateway.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Wait off the runtime: the receiver must keep answering while the gateway drains.
+    let mut child = gateway.child;
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "graceful exit, got {status}");
+
+    // Restarted, the gateway has nothing left to send: all five were recorded as done.
+    receiver.always(Answer::status(200));
+    let mut gateway = launch(data.path(), port).await;
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/deliveries?status=succeeded",
+            gateway.base
+        ))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["items"].as_array().unwrap().len(), 5, "{body:#}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.count(), 5, "nothing was sent twice");
+    gateway.child.kill().unwrap();
+    gateway.child.wait().unwrap();
+}

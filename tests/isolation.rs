@@ -1,0 +1,56 @@
+//! Isolation between destinations: a black-holed receiver (accepts, never answers) holds
+//! only its own per-destination slots; a healthy receiver's deliveries keep their latency.
+
+mod common;
+
+use common::receiver::Answer;
+use common::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_destination_does_not_slow_a_healthy_one() {
+    let app = spawn_app_with(|config| {
+        config.delivery.max_in_flight = 16;
+        config.delivery.max_in_flight_per_destination = 4;
+        config.retry.request_timeout_ms = 30_000;
+    })
+    .await;
+    let black_hole = Receiver::start().await;
+    black_hole.always(Answer::status(200).delay(Duration::from_secs(3600)));
+    let healthy = Receiver::start().await;
+
+    // Far more black-holed deliveries than the whole in-flight budget.
+    let stuck: Vec<_> = (0..100)
+        .map(|n| json!({"event_type": "parse.success", "data": {"n": n}, "webhook_configurations": [{"webhook_url": black_hole.url("/void")}]}))
+        .collect();
+    let (status, _) = app
+        .post("/api/v1/events/batch", &json!({"events": stuck}))
+        .await;
+    assert_eq!(status, 202);
+    black_hole.wait_for(4, Duration::from_secs(10)).await;
+
+    let mut latencies = Vec::new();
+    for n in 0..20 {
+        let sent = Instant::now();
+        app.ingest(event_to(
+            "parse.success",
+            json!({"webhook_url": healthy.url(&format!("/ok/{n}"))}),
+        ))
+        .await;
+        healthy.wait_for(n + 1, Duration::from_secs(10)).await;
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    let worst = *latencies.last().unwrap();
+    assert!(
+        worst < Duration::from_millis(500),
+        "healthy destination slowed: {latencies:?}"
+    );
+    // The black hole holds exactly its per-destination quota, never the global budget.
+    assert_eq!(
+        black_hole.count(),
+        4,
+        "only max_in_flight_per_destination requests to the black hole"
+    );
+}
