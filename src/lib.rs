@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod deliver;
 pub mod domain;

@@ -19,13 +19,16 @@ struct Ended {
     skipped: bool,
 }
 
-pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery) {
+/// Run one attempt; `sent` is called once the request is done with (answered, failed or
+/// skipped), before the result is written to the store.
+pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: impl FnOnce()) {
     let number = delivery.attempts_made + 1;
     let started_at = now_millis();
     let clock = Instant::now();
     let policy = RetryPolicy::new(&context.config.retry, &delivery.destination.retry);
     let ended = send_once(context, &delivery, &policy).await;
     let duration = clock.elapsed();
+    sent();
     context
         .metrics
         .attempt_seconds

@@ -16,7 +16,7 @@ pub mod sign;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
-use crate::store::{ClaimedDelivery, Store};
+use crate::store::{ClaimBudget, ClaimedDelivery, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +46,9 @@ struct InFlight {
     per_destination: Mutex<HashMap<String, usize>>,
     leases: Mutex<HashMap<String, String>>,
 }
+
+/// The pause after a wake-up before claiming; bounds claims to a few hundred a second.
+const CLAIM_COALESCE: Duration = Duration::from_millis(2);
 
 /// How long in-flight attempts may run on after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -83,11 +86,19 @@ impl Engine {
                 continue;
             }
             let limit = free.min(config.delivery.claim_batch);
-            let saturated = self.saturated_destinations(per_destination_limit);
+            let budget = ClaimBudget {
+                in_flight: self
+                    .in_flight
+                    .per_destination
+                    .lock()
+                    .map(|counts| counts.clone())
+                    .unwrap_or_default(),
+                per_destination: per_destination_limit,
+            };
             let batch = match self
                 .context
                 .store
-                .claim_due(limit, self.lease_ms(), saturated)
+                .claim_due(limit, self.lease_ms(), budget)
                 .await
             {
                 Ok(batch) => {
@@ -122,11 +133,18 @@ impl Engine {
                 let in_flight = self.in_flight.clone();
                 let wake = self.wake.clone();
                 tasks.spawn(async move {
-                    let _permit = permit;
                     let delivery_id = delivery.id.clone();
-                    attempt::run(&context, delivery).await;
-                    in_flight.finish(&key, &delivery_id);
-                    wake.notify_one();
+                    // The slot is handed back as soon as the receiver has answered: the
+                    // store write that follows must not count against the receiver.
+                    let slot_in_use = (permit, in_flight.clone(), key, wake);
+                    attempt::run(&context, delivery, move || {
+                        let (permit, in_flight, key, wake) = slot_in_use;
+                        drop(permit);
+                        in_flight.release_slot(&key);
+                        wake.notify_one();
+                    })
+                    .await;
+                    in_flight.forget_lease(&delivery_id);
                 });
             }
             let released = over_limit.len();
@@ -146,7 +164,11 @@ impl Engine {
                 .min(idle);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => {
+                    // Let a few more completions and new events arrive, so one claim
+                    // serves many instead of one store round trip per freed slot.
+                    tokio::time::sleep(CLAIM_COALESCE).await;
+                }
                 _ = tokio::time::sleep(until_due) => {}
             }
         }
@@ -176,20 +198,6 @@ impl Engine {
         }
     }
 
-    fn saturated_destinations(&self, limit: usize) -> Vec<String> {
-        self.in_flight
-            .per_destination
-            .lock()
-            .map(|counts| {
-                counts
-                    .iter()
-                    .filter(|(_, count)| **count >= limit)
-                    .map(|(key, _)| key.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     fn reserve(&self, key: &str, delivery: &ClaimedDelivery, limit: usize) -> bool {
         let Ok(mut counts) = self.in_flight.per_destination.lock() else {
             return false;
@@ -206,12 +214,13 @@ impl Engine {
     }
 
     fn unreserve(&self, key: &str, delivery_id: &str) {
-        self.in_flight.finish(key, delivery_id);
+        self.in_flight.release_slot(key);
+        self.in_flight.forget_lease(delivery_id);
     }
 }
 
 impl InFlight {
-    fn finish(&self, key: &str, delivery_id: &str) {
+    fn release_slot(&self, key: &str) {
         if let Ok(mut counts) = self.per_destination.lock()
             && let Some(count) = counts.get_mut(key)
         {
@@ -220,6 +229,9 @@ impl InFlight {
                 counts.remove(key);
             }
         }
+    }
+
+    fn forget_lease(&self, delivery_id: &str) {
         if let Ok(mut leases) = self.leases.lock() {
             leases.remove(delivery_id);
         }

@@ -78,6 +78,13 @@ pub struct ClaimedDelivery {
     pub budget_start: u32,
 }
 
+/// Per-destination room for a claim: what is in flight per concurrency key, and the cap.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimBudget {
+    pub in_flight: std::collections::HashMap<String, usize>,
+    pub per_destination: usize,
+}
+
 #[derive(Debug, Default)]
 pub struct ClaimBatch {
     pub deliveries: Vec<ClaimedDelivery>,
@@ -165,14 +172,15 @@ impl Store {
         dispatch!(self, s => s.enqueue(events).await)
     }
 
-    /// Claim up to `limit` due deliveries, skipping destinations in `saturated_keys`.
+    /// Claim up to `limit` due deliveries, oldest first, never taking a destination past
+    /// `per_destination` in flight counting the `busy` ones this node already holds.
     pub async fn claim_due(
         &self,
         limit: usize,
         lease_ms: i64,
-        saturated_keys: Vec<String>,
+        busy: ClaimBudget,
     ) -> Result<ClaimBatch, StoreError> {
-        dispatch!(self, s => s.claim_due(limit, lease_ms, saturated_keys).await)
+        dispatch!(self, s => s.claim_due(limit, lease_ms, busy).await)
     }
 
     /// Record one attempt and move the delivery on; ignored if the lease was lost.

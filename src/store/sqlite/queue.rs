@@ -3,8 +3,8 @@
 use super::SqliteStore;
 use crate::domain::{Attempt, DeliveryStatus, Destination, UnixMillis, now_millis};
 use crate::store::{
-    AttemptOutcome, ClaimBatch, ClaimedDelivery, DeliverySummary, DeliveryView, EnqueueOutcome,
-    EventView, NewEvent, Page, StoreError,
+    AttemptOutcome, ClaimBatch, ClaimBudget, ClaimedDelivery, DeliverySummary, DeliveryView,
+    EnqueueOutcome, EventView, NewEvent, Page, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::sync::Arc;
@@ -29,10 +29,31 @@ pub(super) fn requeue_orphans(conn: &Connection) -> Result<(), StoreError> {
 
 impl SqliteStore {
     pub async fn enqueue(&self, events: Vec<NewEvent>) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        // Serialise here, on the caller's thread: the writer thread is the one serial
+        // resource, so it only runs SQL.
+        let rows = events
+            .into_iter()
+            .map(|event| {
+                let deliveries = event
+                    .deliveries
+                    .iter()
+                    .map(|delivery| {
+                        let json = serde_json::to_string(&delivery.destination)
+                            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                        Ok(DeliveryRow {
+                            id: delivery.id.clone(),
+                            dest_key: delivery.destination.concurrency_key(),
+                            url: delivery.destination.url.clone(),
+                            destination: json,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                Ok((event, deliveries))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         self.write(move |conn| {
-            events
-                .into_iter()
-                .map(|event| enqueue_one(conn, event))
+            rows.into_iter()
+                .map(|(event, deliveries)| enqueue_one(conn, event, deliveries))
                 .collect()
         })
         .await
@@ -42,10 +63,35 @@ impl SqliteStore {
         &self,
         limit: usize,
         lease_ms: i64,
-        saturated_keys: Vec<String>,
+        budget: ClaimBudget,
     ) -> Result<ClaimBatch, StoreError> {
-        self.write(move |conn| claim(conn, limit, lease_ms, &saturated_keys))
-            .await
+        let (rows, next_due_at) = self
+            .write_relaxed(move |conn| claim(conn, limit, lease_ms, &budget))
+            .await?;
+        let deliveries = rows
+            .into_iter()
+            .map(|row| {
+                let destination: Destination =
+                    serde_json::from_str(&row.destination).map_err(|error| {
+                        StoreError::Corrupt(format!("delivery {} destination: {error}", row.id))
+                    })?;
+                Ok(ClaimedDelivery {
+                    id: row.id,
+                    lease_token: row.lease_token,
+                    event_id: row.event_id,
+                    event_type: row.event_type,
+                    timestamp: row.timestamp,
+                    payload: row.payload,
+                    destination,
+                    attempts_made: row.attempts_made,
+                    budget_start: row.budget_start,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(ClaimBatch {
+            deliveries,
+            next_due_at,
+        })
     }
 
     pub async fn finish_attempt(
@@ -55,7 +101,7 @@ impl SqliteStore {
         attempt: Attempt,
         outcome: AttemptOutcome,
     ) -> Result<bool, StoreError> {
-        self.write(move |conn| {
+        self.write_relaxed(move |conn| {
             let now = now_millis();
             let (status, due_at) = match outcome {
                 AttemptOutcome::Succeeded => (DeliveryStatus::Succeeded, now),
@@ -100,7 +146,7 @@ impl SqliteStore {
     }
 
     pub async fn release(&self, leases: Vec<(String, String)>) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write_relaxed(move |conn| {
             let mut release = conn.prepare_cached(
                 "UPDATE deliveries SET status = 'queued', lease_token = NULL, due_at = ?1 \
                  WHERE id = ?2 AND lease_token = ?3",
@@ -258,7 +304,19 @@ impl SqliteStore {
     }
 }
 
-fn enqueue_one(conn: &Connection, event: NewEvent) -> Result<EnqueueOutcome, StoreError> {
+/// A delivery ready for its INSERT.
+struct DeliveryRow {
+    id: String,
+    dest_key: String,
+    url: String,
+    destination: String,
+}
+
+fn enqueue_one(
+    conn: &Connection,
+    event: NewEvent,
+    rows: Vec<DeliveryRow>,
+) -> Result<EnqueueOutcome, StoreError> {
     let now = now_millis();
     let inserted = conn
         .prepare_cached(
@@ -297,21 +355,19 @@ fn enqueue_one(conn: &Connection, event: NewEvent) -> Result<EnqueueOutcome, Sto
         "INSERT INTO deliveries (id, event_id, dest_key, webhook_url, destination, status, \
          due_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?6)",
     )?;
-    let mut deliveries = Vec::with_capacity(event.deliveries.len());
-    for delivery in event.deliveries {
-        let destination = serde_json::to_string(&delivery.destination)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let mut deliveries = Vec::with_capacity(rows.len());
+    for row in rows {
         insert.execute(params![
-            delivery.id,
+            row.id,
             event.id,
-            delivery.destination.concurrency_key(),
-            delivery.destination.url,
-            destination,
+            row.dest_key,
+            row.url,
+            row.destination,
             now
         ])?;
         deliveries.push(DeliverySummary {
-            id: delivery.id,
-            webhook_url: delivery.destination.url,
+            id: row.id,
+            webhook_url: row.url,
             status: DeliveryStatus::Queued,
         });
     }
@@ -322,27 +378,59 @@ fn enqueue_one(conn: &Connection, event: NewEvent) -> Result<EnqueueOutcome, Sto
     })
 }
 
+/// A claimed row as the writer thread hands it over; parsed by the caller.
+struct ClaimedRow {
+    id: String,
+    lease_token: String,
+    event_id: String,
+    event_type: String,
+    timestamp: f64,
+    payload: Arc<str>,
+    destination: String,
+    attempts_made: u32,
+    budget_start: u32,
+}
+
 fn claim(
     conn: &Connection,
     limit: usize,
     lease_ms: i64,
-    saturated_keys: &[String],
-) -> Result<ClaimBatch, StoreError> {
+    budget: &ClaimBudget,
+) -> Result<(Vec<ClaimedRow>, Option<UnixMillis>), StoreError> {
     let now = now_millis();
-    let saturated = serde_json::to_string(saturated_keys)
+    let busy = serde_json::to_string(&budget.in_flight)
         .map_err(|error| StoreError::Corrupt(error.to_string()))?;
     let lease_token = uuid::Uuid::new_v4().to_string();
+    // Rank the oldest due deliveries within each destination and take only as many per
+    // destination as it has room for, so nothing is claimed just to be handed back.
+    // Destinations already full are skipped before ranking, so a large backlog for one
+    // stuck receiver does not hide everyone else's due work from the scan window.
     let mut claim = conn.prepare_cached(
         "UPDATE deliveries SET status = 'in_flight', lease_token = ?1, due_at = ?2 \
-         WHERE seq IN (SELECT seq FROM deliveries \
-             WHERE status IN ('queued', 'in_flight') AND due_at <= ?3 \
-             AND dest_key NOT IN (SELECT value FROM json_each(?4)) \
-             ORDER BY due_at LIMIT ?5) \
+         WHERE seq IN ( \
+             SELECT ranked.seq FROM ( \
+                 SELECT seq, dest_key, due_at, \
+                        ROW_NUMBER() OVER (PARTITION BY dest_key ORDER BY due_at, seq) AS position \
+                 FROM (SELECT seq, dest_key, due_at FROM deliveries INDEXED BY deliveries_due \
+                       WHERE status IN ('queued', 'in_flight') AND due_at <= ?3 \
+                       AND dest_key NOT IN (SELECT key FROM json_each(?4) WHERE value >= ?6) \
+                       ORDER BY due_at LIMIT ?7) \
+             ) AS ranked LEFT JOIN json_each(?4) AS busy ON busy.key = ranked.dest_key \
+             WHERE ranked.position + coalesce(busy.value, 0) <= ?6 \
+             ORDER BY ranked.due_at LIMIT ?5) \
          RETURNING id, event_id, destination, attempts, budget_start",
     )?;
     let claimed = claim
         .query_map(
-            params![lease_token, now + lease_ms, now, saturated, limit as i64],
+            params![
+                lease_token,
+                now + lease_ms,
+                now,
+                busy,
+                limit as i64,
+                budget.per_destination as i64,
+                (limit as i64).saturating_mul(2)
+            ],
             |row| {
                 Ok((
                     row.get::<_, String>(0)?,
@@ -360,8 +448,6 @@ fn claim(
     let mut loaded: Option<(String, String, f64, Arc<str>)> = None;
     let mut deliveries = Vec::with_capacity(claimed.len());
     for (id, event_id, destination, attempts_made, budget_start) in claimed {
-        let destination: Destination = serde_json::from_str(&destination)
-            .map_err(|error| StoreError::Corrupt(format!("delivery {id} destination: {error}")))?;
         if loaded
             .as_ref()
             .is_none_or(|(cached_id, ..)| *cached_id != event_id)
@@ -378,7 +464,7 @@ fn claim(
         let Some((_, event_type, timestamp, payload)) = loaded.as_ref() else {
             continue;
         };
-        deliveries.push(ClaimedDelivery {
+        deliveries.push(ClaimedRow {
             id,
             lease_token: lease_token.clone(),
             event_id,
@@ -392,13 +478,12 @@ fn claim(
     }
     let next_due_at = conn
         .prepare_cached(
-            "SELECT min(due_at) FROM deliveries WHERE status IN ('queued', 'in_flight')",
+            "SELECT due_at FROM deliveries INDEXED BY deliveries_due WHERE status IN ('queued', 'in_flight') \
+             ORDER BY due_at LIMIT 1",
         )?
-        .query_row([], |row| row.get::<_, Option<UnixMillis>>(0))?;
-    Ok(ClaimBatch {
-        deliveries,
-        next_due_at,
-    })
+        .query_row([], |row| row.get::<_, UnixMillis>(0))
+        .optional()?;
+    Ok((deliveries, next_due_at))
 }
 
 fn delivery_view(row: &Row<'_>) -> rusqlite::Result<DeliveryView> {
