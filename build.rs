@@ -95,6 +95,8 @@ fn build_plugins(root: &Path) -> PathBuf {
     let mut command = Command::new(cargo);
     command
         .env_clear()
+        // plugins/.cargo/config.toml (wasm link flags) is found from the working directory.
+        .current_dir(root.join("plugins"))
         .args([
             "build",
             "--release",

@@ -46,6 +46,14 @@ pub enum PluginError {
     Internal(String),
 }
 
+/// The component bytes of a bundled plugin, for tools and benchmarks.
+pub fn bundled_component(name: &str) -> Option<&'static [u8]> {
+    bundled::BUNDLED
+        .iter()
+        .find(|(bundled_name, _)| *bundled_name == name)
+        .map(|(_, wasm)| *wasm)
+}
+
 /// What a plugin gets to see for one attempt.
 pub struct TransformInput {
     pub event_id: String,

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     created_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(due_at)
+-- Covers the claim scan: due time and destination, without touching the table.
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(due_at, dest_key)
     WHERE status IN ('queued', 'in_flight');
 CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries(status, seq);
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
