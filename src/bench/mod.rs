@@ -451,8 +451,8 @@ async fn backlog(options: &BenchOptions) -> Result<Figures> {
     // Built per chunk so the load generator does not hold a million events at once.
     let mut accepted_total = 0;
     let mut latencies = Vec::new();
-    for chunk_start in (0..total).step_by(BATCH_SIZE * 1_000) {
-        let chunk_end = (chunk_start + BATCH_SIZE * 1_000).min(total);
+    for chunk_start in (0..total).step_by(BATCH_SIZE * 100) {
+        let chunk_end = (chunk_start + BATCH_SIZE * 100).min(total);
         let requests: Vec<Value> = (chunk_start..chunk_end)
             .collect::<Vec<_>>()
             .chunks(BATCH_SIZE)

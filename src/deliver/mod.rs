@@ -50,6 +50,10 @@ struct InFlight {
 /// The pause after a wake-up before claiming; bounds claims to a few hundred a second.
 const CLAIM_COALESCE: Duration = Duration::from_millis(2);
 
+/// How far a deep claim scan looks past full destinations' backlogs, and how often.
+const DEEP_SCAN_ROWS: usize = 50_000;
+const DEEP_SCAN_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How long in-flight attempts may run on after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -75,6 +79,7 @@ impl Engine {
         let per_destination_limit = config.delivery.max_in_flight_per_destination;
         let tasks = TaskTracker::new();
         let mut store_failures = 0u32;
+        let mut last_deep_scan = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             let free = global.available_permits();
             if free == 0 {
@@ -86,14 +91,25 @@ impl Engine {
                 continue;
             }
             let limit = free.min(config.delivery.claim_batch);
+            let in_flight = self
+                .in_flight
+                .per_destination
+                .lock()
+                .map(|counts| counts.clone())
+                .unwrap_or_default();
+            // Normally the oldest due rows are enough. When a destination is full, its
+            // backlog can fill that window, so now and then look much deeper for others.
+            let any_full = in_flight
+                .values()
+                .any(|count| *count >= per_destination_limit);
+            let deep = any_full && last_deep_scan.elapsed() >= DEEP_SCAN_INTERVAL;
+            if deep {
+                last_deep_scan = tokio::time::Instant::now();
+            }
             let budget = ClaimBudget {
-                in_flight: self
-                    .in_flight
-                    .per_destination
-                    .lock()
-                    .map(|counts| counts.clone())
-                    .unwrap_or_default(),
+                in_flight,
                 per_destination: per_destination_limit,
+                scan_rows: if deep { DEEP_SCAN_ROWS } else { limit * 2 },
             };
             let batch = match self
                 .context

@@ -83,6 +83,8 @@ pub struct ClaimedDelivery {
 pub struct ClaimBudget {
     pub in_flight: std::collections::HashMap<String, usize>,
     pub per_destination: usize,
+    /// Due deliveries to look through, oldest first.
+    pub scan_rows: usize,
 }
 
 #[derive(Debug, Default)]

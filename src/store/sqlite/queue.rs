@@ -403,18 +403,20 @@ fn claim(
     let lease_token = uuid::Uuid::new_v4().to_string();
     // Rank the oldest due deliveries within each destination and take only as many per
     // destination as it has room for, so nothing is claimed just to be handed back.
-    // Destinations already full are skipped before ranking, so a large backlog for one
-    // stuck receiver does not hide everyone else's due work from the scan window.
+    // The scan reads at most `scan_rows` index entries (the index covers due time and
+    // destination, so no table rows): a small window normally, a deep one when the caller
+    // asks because full destinations may be hiding others' due work behind their backlog.
     let mut claim = conn.prepare_cached(
         "UPDATE deliveries SET status = 'in_flight', lease_token = ?1, due_at = ?2 \
          WHERE seq IN ( \
              SELECT ranked.seq FROM ( \
                  SELECT seq, dest_key, due_at, \
                         ROW_NUMBER() OVER (PARTITION BY dest_key ORDER BY due_at, seq) AS position \
-                 FROM (SELECT seq, dest_key, due_at FROM deliveries INDEXED BY deliveries_due \
-                       WHERE status IN ('queued', 'in_flight') AND due_at <= ?3 \
-                       AND dest_key NOT IN (SELECT key FROM json_each(?4) WHERE value >= ?6) \
-                       ORDER BY due_at LIMIT ?7) \
+                 FROM (SELECT seq, dest_key, due_at FROM \
+                           (SELECT seq, dest_key, due_at FROM deliveries INDEXED BY deliveries_due \
+                            WHERE status IN ('queued', 'in_flight') AND due_at <= ?3 \
+                            ORDER BY due_at LIMIT ?7) \
+                       WHERE dest_key NOT IN (SELECT key FROM json_each(?4) WHERE value >= ?6)) \
              ) AS ranked LEFT JOIN json_each(?4) AS busy ON busy.key = ranked.dest_key \
              WHERE ranked.position + coalesce(busy.value, 0) <= ?6 \
              ORDER BY ranked.due_at LIMIT ?5) \
@@ -429,7 +431,7 @@ fn claim(
                 busy,
                 limit as i64,
                 budget.per_destination as i64,
-                (limit as i64).saturating_mul(2)
+                budget.scan_rows as i64
             ],
             |row| {
                 Ok((
