@@ -27,8 +27,8 @@ pub struct App {
     listener: TcpListener,
     state: Arc<ApiState>,
     engine: Engine,
-    /// Held for the app's life: one process per data folder.
-    _data_lock: std::fs::File,
+    /// Held for the app's life: one process per data folder and per store file.
+    _locks: (std::fs::File, Option<std::fs::File>),
     /// The API key clients must present (the first configured one, or the generated one).
     pub api_key: String,
 }
@@ -45,14 +45,18 @@ impl App {
             true => vec![load_or_generate_key(&config.data_dir)?],
         };
         let egress = EgressGuard::new(&config.egress_allow).map_err(anyhow::Error::msg)?;
+        // A store file outside the data folder gets its own owner lock: opening it requeues
+        // in-flight work, which is only safe with one process per file.
+        let mut store_lock = None;
         let store = match &config.store {
             None => Store::Sqlite(SqliteStore::open(
                 &config.data_dir.join("hookgate.sqlite3"),
             )?),
-            Some(url) if url.starts_with("sqlite:") => Store::Sqlite(
-                SqliteStore::open(Path::new(url.trim_start_matches("sqlite:")))
-                    .context("opening the SQLite store")?,
-            ),
+            Some(url) if url.starts_with("sqlite:") => {
+                let path = Path::new(url.trim_start_matches("sqlite:"));
+                store_lock = Some(lock_file(&path.with_extension("lock"), path)?);
+                Store::Sqlite(SqliteStore::open(path).context("opening the SQLite store")?)
+            }
             Some(other) => {
                 bail!("store {other:?} is not supported by this build (use sqlite:<path>)")
             }
@@ -98,7 +102,7 @@ impl App {
             listener,
             state,
             engine,
-            _data_lock: data_lock,
+            _locks: (data_lock, store_lock),
             api_key: api_keys[0].clone(),
         })
     }
@@ -166,22 +170,32 @@ fn validate_routes(
 }
 
 fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
-    let path = data_dir.join("hookgate.lock");
+    lock_file(&data_dir.join("hookgate.lock"), data_dir)
+}
+
+/// Hold an exclusive lock on `path` for as long as the returned file lives.
+fn lock_file(path: &Path, guarded: &Path) -> Result<std::fs::File> {
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
-            bail!(
-                "another hookgate is using the data folder {}",
-                data_dir.display()
-            )
+            bail!("another hookgate is using {}", guarded.display())
         }
-        Err(std::fs::TryLockError::Error(error)) => Err(error).context("locking the data folder"),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("locking {}", path.display()))
+        }
     }
 }
 

@@ -21,6 +21,11 @@ const MANAGED_HEADERS: &[&str] = &[
     "webhook-signature",
 ];
 
+/// Upper bounds of per-destination retry overrides.
+pub const MAX_ATTEMPTS: u64 = 100;
+pub const MAX_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
+pub const MAX_TIMEOUT_MS: u64 = 120_000;
+
 /// A webhook configuration as LlamaCloud names its fields, plus hookgate's extensions.
 /// Unknown fields are ignored, as LlamaCloud's API does.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -180,11 +185,27 @@ impl WebhookConfig {
                 "must be at least 1",
             ));
         }
-        if retry.timeout_ms == Some(0) {
-            return Err(FieldError::new(
-                field("webhook_retry.timeout_ms"),
-                "must be positive",
-            ));
+        let bounds: [(&str, Option<u64>, u64, u64); 4] = [
+            (
+                "max_attempts",
+                retry.max_attempts.map(u64::from),
+                1,
+                MAX_ATTEMPTS,
+            ),
+            ("base_delay_ms", retry.base_delay_ms, 0, MAX_DELAY_MS),
+            ("max_delay_ms", retry.max_delay_ms, 0, MAX_DELAY_MS),
+            // Beyond this an attempt could outlive its lease and be sent twice.
+            ("timeout_ms", retry.timeout_ms, 1, MAX_TIMEOUT_MS),
+        ];
+        for (name, value, low, high) in bounds {
+            if let Some(value) = value
+                && !(low..=high).contains(&value)
+            {
+                return Err(FieldError::new(
+                    field(&format!("webhook_retry.{name}")),
+                    format!("must be between {low} and {high}"),
+                ));
+            }
         }
         Ok(Subscription {
             filter,

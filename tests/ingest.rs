@@ -98,6 +98,16 @@ async fn every_bad_input_is_a_4xx_naming_the_field() {
             "webhook_retry.max_attempts",
         ),
         (
+            with(json!({"webhook_url": hook, "webhook_retry": {"timeout_ms": 600_000}})),
+            422,
+            "webhook_retry.timeout_ms",
+        ),
+        (
+            with(json!({"webhook_url": hook, "webhook_retry": {"max_delay_ms": u64::MAX}})),
+            422,
+            "webhook_retry.max_delay_ms",
+        ),
+        (
             json!({"event_type": "parse.success", "webhook_configuration_ids": ["no-such-id"]}),
             422,
             "webhook_configuration_ids[0]",

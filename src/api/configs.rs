@@ -7,7 +7,7 @@ use crate::domain::DestinationSource;
 use crate::routing::{Checks, WebhookConfig};
 use crate::store::SavedConfig;
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -18,6 +18,8 @@ use std::sync::Arc;
 /// The tenant of configurations created without a `project_id`.
 const DEFAULT_TENANT: &str = "default";
 const SECRET_FIELD: &str = "webhook_signing_secret";
+/// axum's default body limit, which these routes keep.
+const CONFIG_BODY_LIMIT: usize = 2 << 20;
 /// How many configurations the unpaginated v1 list reads from the store at a time.
 const V1_READ_CHUNK: usize = 1000;
 
@@ -143,9 +145,11 @@ fn now_iso() -> String {
 
 async fn create(
     State(state): State<Arc<ApiState>>,
-    Query(scope): Query<Scope>,
-    body: Bytes,
+    scope: Result<Query<Scope>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<WebhookConfigResponse>, ApiError> {
+    let Query(scope) = scope.map_err(super::ops::query_error)?;
+    let body = body.map_err(|rejection| super::body_rejection(rejection, CONFIG_BODY_LIMIT))?;
     let fields = body_object(&body)?;
     let (settings, signing_secret) = validate(&state, fields)?;
     let now = now_iso();
@@ -166,8 +170,9 @@ async fn create(
 
 async fn list_v1(
     State(state): State<Arc<ApiState>>,
-    Query(scope): Query<Scope>,
+    scope: Result<Query<Scope>, QueryRejection>,
 ) -> Result<Json<Vec<WebhookConfigResponse>>, ApiError> {
+    let Query(scope) = scope.map_err(super::ops::query_error)?;
     // Every configuration, read in keyset pages: the store computes `limit + 1` as i64, so an
     // "unbounded" limit near usize::MAX overflows (a panic, hence 503, in debug builds).
     let mut configs = Vec::new();
@@ -223,8 +228,9 @@ async fn list_v2(
 async fn read(
     State(state): State<Arc<ApiState>>,
     Path(config_id): Path<String>,
-    Query(scope): Query<Scope>,
+    scope: Result<Query<Scope>, QueryRejection>,
 ) -> Result<Json<WebhookConfigResponse>, ApiError> {
+    let Query(scope) = scope.map_err(super::ops::query_error)?;
     let config = scoped_config(&state, &config_id, &scope).await?;
     Ok(Json(response(&config)))
 }
@@ -253,9 +259,11 @@ async fn scoped_config(
 async fn update(
     State(state): State<Arc<ApiState>>,
     Path(config_id): Path<String>,
-    Query(scope): Query<Scope>,
-    body: Bytes,
+    scope: Result<Query<Scope>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<WebhookConfigResponse>, ApiError> {
+    let Query(scope) = scope.map_err(super::ops::query_error)?;
+    let body = body.map_err(|rejection| super::body_rejection(rejection, CONFIG_BODY_LIMIT))?;
     let changes = body_object(&body)?;
     let existing = scoped_config(&state, &config_id, &scope).await?;
     let mut fields = existing.settings.as_object().cloned().unwrap_or_default();
@@ -283,8 +291,9 @@ async fn update(
 async fn remove(
     State(state): State<Arc<ApiState>>,
     Path(config_id): Path<String>,
-    Query(scope): Query<Scope>,
+    scope: Result<Query<Scope>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Query(scope) = scope.map_err(super::ops::query_error)?;
     scoped_config(&state, &config_id, &scope).await?;
     if state.store.delete_config(&config_id).await? {
         Ok(StatusCode::NO_CONTENT)

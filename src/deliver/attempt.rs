@@ -46,7 +46,8 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
             RetryAction::RetryAfter(wait) => {
                 context.metrics.delivery_retries.inc();
                 AttemptOutcome::Retry {
-                    due_at: now_millis() + wait.as_millis() as i64,
+                    due_at: now_millis()
+                        .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
                 }
             }
             RetryAction::GiveUp => {

@@ -52,7 +52,7 @@ const CLAIM_COALESCE: Duration = Duration::from_millis(2);
 
 /// How far a deep claim scan looks past full destinations' backlogs, and how often.
 const DEEP_SCAN_ROWS: usize = 50_000;
-const DEEP_SCAN_INTERVAL: Duration = Duration::from_millis(100);
+const DEEP_SCAN_INTERVAL: Duration = Duration::from_millis(25);
 
 /// How long in-flight attempts may run on after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -111,6 +111,7 @@ impl Engine {
                 per_destination: per_destination_limit,
                 scan_rows: if deep { DEEP_SCAN_ROWS } else { limit * 2 },
             };
+            let claim_started = crate::domain::now_millis();
             let batch = match self
                 .context
                 .store
@@ -173,8 +174,18 @@ impl Engine {
                 continue; // more may be due right now
             }
             let idle = Duration::from_millis(config.delivery.poll_interval_ms);
+            // Nothing claimable although something is due: full destinations hold it.
+            // Their completions wake us; polling faster would only spin.
+            let blocked =
+                claimed == released && batch.next_due_at.is_some_and(|due| due <= claim_started);
+            let idle = if blocked {
+                idle.min(DEEP_SCAN_INTERVAL)
+            } else {
+                idle
+            };
             let until_due = batch
                 .next_due_at
+                .filter(|_| !blocked)
                 .map(|due| Duration::from_millis((due - crate::domain::now_millis()).max(1) as u64))
                 .unwrap_or(idle)
                 .min(idle);

@@ -68,14 +68,11 @@ impl SqliteStore {
         let (rows, next_due_at) = self
             .write_relaxed(move |conn| claim(conn, limit, lease_ms, &budget))
             .await?;
-        let deliveries = rows
-            .into_iter()
-            .map(|row| {
-                let destination: Destination =
-                    serde_json::from_str(&row.destination).map_err(|error| {
-                        StoreError::Corrupt(format!("delivery {} destination: {error}", row.id))
-                    })?;
-                Ok(ClaimedDelivery {
+        let mut deliveries = Vec::with_capacity(rows.len());
+        let mut unreadable = Vec::new();
+        for row in rows {
+            match serde_json::from_str::<Destination>(&row.destination) {
+                Ok(destination) => deliveries.push(ClaimedDelivery {
                     id: row.id,
                     lease_token: row.lease_token,
                     event_id: row.event_id,
@@ -85,9 +82,33 @@ impl SqliteStore {
                     destination,
                     attempts_made: row.attempts_made,
                     budget_start: row.budget_start,
-                })
+                }),
+                // One unreadable row must not hold up the rest of the claim: it is
+                // dead-lettered with the reason, and the others go out.
+                Err(error) => unreadable.push((
+                    row.id,
+                    row.lease_token,
+                    format!("stored destination is unreadable: {error}"),
+                )),
+            }
+        }
+        if !unreadable.is_empty() {
+            tracing::error!(
+                count = unreadable.len(),
+                "dead-lettering deliveries with unreadable destinations"
+            );
+            self.write_relaxed(move |conn| {
+                let mut fail = conn.prepare_cached(
+                    "UPDATE deliveries SET status = 'failed', last_error = ?1, lease_token = NULL \
+                     WHERE id = ?2 AND lease_token = ?3",
+                )?;
+                for (id, lease_token, reason) in unreadable {
+                    fail.execute(params![reason, id, lease_token])?;
+                }
+                Ok(())
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .await?;
+        }
         Ok(ClaimBatch {
             deliveries,
             next_due_at,
@@ -262,9 +283,15 @@ impl SqliteStore {
     ) -> Result<Page<DeliveryView>, StoreError> {
         self.read(move |conn| {
             let status_filter = status.map(|status| status.as_str());
+            // Two statements, so the filtered one can walk the (status, seq) index.
+            let filter = if status_filter.is_some() {
+                "d.status = ?1"
+            } else {
+                "?1 IS NULL"
+            };
             let mut statement = conn.prepare_cached(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id \
-                 WHERE (?1 IS NULL OR d.status = ?1) AND d.seq < ?2 ORDER BY d.seq DESC LIMIT ?3"
+                 WHERE {filter} AND d.seq < ?2 ORDER BY d.seq DESC LIMIT ?3"
             ))?;
             let mut items = statement
                 .query_map(
@@ -454,13 +481,23 @@ fn claim(
             .as_ref()
             .is_none_or(|(cached_id, ..)| *cached_id != event_id)
         {
-            let (event_type, timestamp, payload) = event_lookup.query_row([&event_id], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, f64>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
-            })?;
+            let found = event_lookup
+                .query_row([&event_id], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, f64>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                })
+                .optional()?;
+            let Some((event_type, timestamp, payload)) = found else {
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = 'failed', last_error = 'its event is missing', \
+                     lease_token = NULL WHERE id = ?1",
+                )?
+                .execute([&id])?;
+                continue;
+            };
             loaded = Some((event_id.clone(), event_type, timestamp, Arc::from(payload)));
         }
         let Some((_, event_type, timestamp, payload)) = loaded.as_ref() else {
