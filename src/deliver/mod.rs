@@ -52,7 +52,10 @@ const CLAIM_COALESCE: Duration = Duration::from_millis(2);
 
 /// How far a deep claim scan looks past full destinations' backlogs, and how often.
 const DEEP_SCAN_ROWS: usize = 50_000;
+/// Deep scans start this often and back off to `DEEP_SCAN_MAX_INTERVAL` while they find
+/// nothing (one full destination draining its own backlog), so they cost little then.
 const DEEP_SCAN_INTERVAL: Duration = Duration::from_millis(25);
+const DEEP_SCAN_MAX_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How long in-flight attempts may run on after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -80,6 +83,7 @@ impl Engine {
         let tasks = TaskTracker::new();
         let mut store_failures = 0u32;
         let mut last_deep_scan = tokio::time::Instant::now();
+        let mut deep_scan_interval = DEEP_SCAN_INTERVAL;
         while !shutdown.is_cancelled() {
             let free = global.available_permits();
             if free == 0 {
@@ -102,7 +106,7 @@ impl Engine {
             let any_full = in_flight
                 .values()
                 .any(|count| *count >= per_destination_limit);
-            let deep = any_full && last_deep_scan.elapsed() >= DEEP_SCAN_INTERVAL;
+            let deep = any_full && last_deep_scan.elapsed() >= deep_scan_interval;
             if deep {
                 last_deep_scan = tokio::time::Instant::now();
             }
@@ -134,6 +138,13 @@ impl Engine {
                 }
             };
             let claimed = batch.deliveries.len();
+            if deep {
+                deep_scan_interval = if claimed == 0 {
+                    (deep_scan_interval * 2).min(DEEP_SCAN_MAX_INTERVAL)
+                } else {
+                    DEEP_SCAN_INTERVAL
+                };
+            }
             let mut over_limit = Vec::new();
             for delivery in batch.deliveries {
                 let key = delivery.destination.concurrency_key();
@@ -179,7 +190,7 @@ impl Engine {
             let blocked =
                 claimed == released && batch.next_due_at.is_some_and(|due| due <= claim_started);
             let idle = if blocked {
-                idle.min(DEEP_SCAN_INTERVAL)
+                idle.min(deep_scan_interval)
             } else {
                 idle
             };
