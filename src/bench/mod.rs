@@ -184,7 +184,47 @@ fn current_rss() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// Send `requests` bodies with `concurrency` workers (or at `rate` requests/s); returns the
+/// What every producer task shares.
+struct Producer {
+    client: reqwest::Client,
+    url: String,
+    authorized: bool,
+    requests: Vec<Value>,
+    events_per_request: usize,
+    accepted: AtomicU64,
+    latencies: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Producer {
+    async fn send(&self, index: usize) {
+        let mut body = self.requests[index].clone();
+        stamp_direct(&mut body);
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap_or_default());
+        if self.authorized {
+            request = request.bearer_auth(API_KEY);
+        }
+        let started = Instant::now();
+        let response = request.send().await;
+        let elapsed = started.elapsed().as_micros() as u32;
+        if let Ok(response) = response {
+            let ok = response.status().is_success();
+            let _ = response.bytes().await;
+            if ok {
+                self.accepted
+                    .fetch_add(self.events_per_request as u64, Ordering::Relaxed);
+            }
+        }
+        if let Ok(mut latencies) = self.latencies.lock() {
+            latencies.push(elapsed);
+        }
+    }
+}
+
+/// Send `requests` bodies with `concurrency` workers (or at `rate` events/s); returns the
 /// POST latencies in microseconds and the number of events the answers accepted.
 async fn produce(
     url: String,
@@ -194,88 +234,55 @@ async fn produce(
     concurrency: usize,
     rate: Option<u64>,
 ) -> Result<(Vec<u32>, u64)> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency * 2)
-        .build()?;
-    let requests: Arc<Vec<Value>> = Arc::new(requests);
-    let next = Arc::new(AtomicUsize::new(0));
-    let accepted = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(requests.len())));
-    let send_one = {
-        let (client, url, requests, accepted, latencies) = (
-            client.clone(),
-            url.clone(),
-            requests.clone(),
-            accepted.clone(),
-            latencies.clone(),
-        );
-        move |index: usize| {
-            let (client, url, requests, accepted, latencies) = (
-                client.clone(),
-                url.clone(),
-                requests.clone(),
-                accepted.clone(),
-                latencies.clone(),
-            );
-            async move {
-                let mut body = requests[index].clone();
-                stamp_direct(&mut body);
-                let mut request = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(serde_json::to_vec(&body).unwrap_or_default());
-                if authorized {
-                    request = request.bearer_auth(API_KEY);
-                }
-                let started = Instant::now();
-                let response = request.send().await;
-                let elapsed = started.elapsed().as_micros() as u32;
-                if let Ok(response) = response {
-                    let ok = response.status().is_success();
-                    let _ = response.bytes().await;
-                    if ok {
-                        accepted.fetch_add(events_per_request as u64, Ordering::Relaxed);
-                    }
-                }
-                if let Ok(mut latencies) = latencies.lock() {
-                    latencies.push(elapsed);
-                }
-            }
-        }
-    };
+    let total = requests.len();
+    let producer = Arc::new(Producer {
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency * 2)
+            .build()?,
+        url,
+        authorized,
+        requests,
+        events_per_request,
+        accepted: AtomicU64::new(0),
+        latencies: std::sync::Mutex::new(Vec::with_capacity(total)),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
     match rate {
         Some(events_per_sec) => {
             let per_request =
                 Duration::from_secs_f64(events_per_request as f64 / events_per_sec.max(1) as f64);
             let mut ticker = tokio::time::interval(per_request);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut tasks = tokio::task::JoinSet::new();
-            for index in 0..requests.len() {
+            for index in 0..total {
                 ticker.tick().await;
-                tasks.spawn(send_one(index));
+                let producer = producer.clone();
+                tasks.spawn(async move { producer.send(index).await });
             }
-            while tasks.join_next().await.is_some() {}
         }
         None => {
-            let mut workers = tokio::task::JoinSet::new();
+            let next = Arc::new(AtomicUsize::new(0));
             for _ in 0..concurrency {
-                let (next, send_one, total) = (next.clone(), send_one.clone(), requests.len());
-                workers.spawn(async move {
+                let (producer, next) = (producer.clone(), next.clone());
+                tasks.spawn(async move {
                     loop {
                         let index = next.fetch_add(1, Ordering::Relaxed);
                         if index >= total {
                             break;
                         }
-                        send_one(index).await;
+                        producer.send(index).await;
                     }
                 });
             }
-            while workers.join_next().await.is_some() {}
         }
     }
-    let latencies =
-        std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-    Ok((latencies, accepted.load(Ordering::Relaxed)))
+    while tasks.join_next().await.is_some() {}
+    let latencies = std::mem::take(
+        &mut *producer
+            .latencies
+            .lock()
+            .map_err(|_| anyhow::anyhow!("latency log poisoned"))?,
+    );
+    Ok((latencies, producer.accepted.load(Ordering::Relaxed)))
 }
 
 /// Direct posts carry their own send time as the payload timestamp.
