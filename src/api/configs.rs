@@ -113,11 +113,8 @@ fn validate(
     state: &ApiState,
     mut fields: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(serde_json::Value, Option<String>), ApiError> {
-    let config: WebhookConfig = parse_json(
-        serde_json::Value::Object(fields.clone())
-            .to_string()
-            .as_bytes(),
-    )?;
+    // Already parsed: deserialise the value itself rather than printing and re-parsing it.
+    let config: WebhookConfig = super::from_value(serde_json::Value::Object(fields.clone()))?;
     let plugin_exists = |name: &str| state.plugins.exists(name);
     let checks = Checks {
         egress: &state.egress,

@@ -136,10 +136,23 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
                     format!("body is not valid JSON: {inner}"),
                 )
             }
-            _ if path == "." => ApiError::unprocessable(format!("body: {message}")),
-            _ => ApiError::unprocessable(format!("{path}: {message}")),
+            _ => at_path(&path, &message),
         }
     })
+}
+
+/// Deserialise an already-parsed JSON value; errors name the field path as `parse_json`'s do.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        at_path(&path, &strip_position(&error.into_inner().to_string()))
+    })
+}
+
+/// A 422 for the field at `path` (`.` is the body itself).
+fn at_path(path: &str, message: &str) -> ApiError {
+    let field = if path == "." { "body" } else { path };
+    ApiError::unprocessable(format!("{field}: {message}"))
 }
 
 /// serde_json appends "at line 1 column 37"; the field path already says where.
