@@ -111,19 +111,36 @@ fn main() {
             .collect(),
         body: request.body.to_vec(),
     };
-    let mut in_wasm = Vec::with_capacity(CALLS);
-    for _ in 0..CALLS {
-        let wit_request = to_wit(&request);
-        let started = Instant::now();
-        let outcome = runtime::call(&compiled, limits, &event, &wit_request, "null").unwrap();
-        in_wasm.push(started.elapsed());
-        assert!(matches!(outcome, CallOutcome::Send(_)));
-    }
+    // Calls run on a fiber inside the async runtime, as they do in the gateway.
+    let executor = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let in_wasm = executor.block_on(async {
+        let mut in_wasm = Vec::with_capacity(CALLS);
+        for _ in 0..CALLS {
+            let wit_request = to_wit(&request);
+            let started = Instant::now();
+            let outcome = runtime::call(&compiled, limits, &event, &wit_request, "null")
+                .await
+                .unwrap();
+            in_wasm.push(started.elapsed());
+            assert!(matches!(outcome, CallOutcome::Send(_)));
+        }
+        in_wasm
+    });
 
-    let reused =
-        runtime::time_reused_instance(&compiled, &event, &to_wit(&request), "null", CALLS).unwrap();
+    let reused = executor
+        .block_on(runtime::time_reused_instance(
+            &compiled,
+            &event,
+            &to_wit(&request),
+            "null",
+            CALLS,
+        ))
+        .unwrap();
 
-    // The whole path a delivery takes: registry look-up, blocking-pool hop, instance, call.
+    // The whole path a delivery takes: registry look-up, pool slot, instance, call.
     let host_samples = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let host = PluginHost::start(dir.path().to_owned(), None, &Default::default())

@@ -26,7 +26,7 @@ const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct App {
     listener: TcpListener,
     state: Arc<ApiState>,
-    engine: Engine,
+    engine: Arc<Engine>,
     /// Held for the app's life: one process per data folder and per store file.
     _locks: (std::fs::File, Option<std::fs::File>),
     /// The API key clients must present (the first configured one, or the generated one).
@@ -94,7 +94,7 @@ impl App {
             plugins,
             egress,
             metrics,
-            wake,
+            engine: engine.clone(),
             routes,
             api_keys: api_keys.clone(),
         });
@@ -105,6 +105,10 @@ impl App {
             _locks: (data_lock, store_lock),
             api_key: api_keys[0].clone(),
         })
+    }
+
+    pub fn plugins(&self) -> &PluginHost {
+        &self.state.plugins
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub deliveries_failed: Counter,
     pub deliveries_skipped: Counter,
     pub delivery_retries: Counter,
+    /// Deliveries started straight from ingest, without a claim reading them back.
+    pub deliveries_handed_off: Counter,
     pub attempt_seconds: Histogram,
     pub queue_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub plugin_errors: Counter<u64, AtomicU64>,
@@ -59,6 +61,12 @@ impl Metrics {
             "Failed attempts scheduled for another try",
             delivery_retries.clone(),
         );
+        let deliveries_handed_off = Counter::default();
+        registry.register(
+            "deliveries_handed_off",
+            "Deliveries started straight from ingest instead of claimed from the store",
+            deliveries_handed_off.clone(),
+        );
         let attempt_seconds = Histogram::new([
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ]);
@@ -86,6 +94,7 @@ impl Metrics {
             deliveries_failed,
             deliveries_skipped,
             delivery_retries,
+            deliveries_handed_off,
             attempt_seconds,
             queue_depth,
             plugin_errors,

@@ -562,3 +562,71 @@ async fn queue_depth_counts_waiting_deliveries() {
     let (_, page) = app.get("/api/v1/deliveries?status=queued").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
 }
+
+/// A fresh event whose destination has a free slot starts at once, stored in flight, with no
+/// claim reading it back; one that finds its destination full is stored queued and goes out
+/// after the delivery ahead of it.
+#[tokio::test]
+async fn fresh_deliveries_are_handed_over_and_overflow_waits_in_the_store() {
+    let app = spawn_app_with(|config| {
+        config.delivery.max_in_flight_per_destination = 1;
+        // No idle poll during the test: it would mark the store as possibly holding due work
+        // and briefly stop hand-overs.
+        config.delivery.poll_interval_ms = 60_000;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    // Let the dispatcher's first claim find the store empty, as it does at startup.
+    let warm = app
+        .ingest(event_to(
+            "parse.success",
+            json!({"webhook_url": receiver.url("/warm")}),
+        ))
+        .await;
+    app.wait_for_status(&delivery_id(&warm, 0), "succeeded", WAIT)
+        .await;
+    let handed_off =
+        || async { sample(&scrape(&app).await, "hookgate_deliveries_handed_off_total") };
+    let before = handed_off().await;
+
+    receiver.script([Answer::status(200).delay(Duration::from_millis(400))]);
+    let first = app
+        .ingest(event_to(
+            "parse.success",
+            json!({"webhook_url": receiver.url("/first")}),
+        ))
+        .await;
+    let first_id = delivery_id(&first, 0);
+    assert_eq!(first["deliveries"][0]["status"], "queued", "{first}");
+    // Committed already leased: the store shows it in flight before any claim could run.
+    assert_eq!(app.delivery(&first_id).await["status"], "in_flight");
+    assert_eq!(handed_off().await, before + 1.0);
+
+    let second = app
+        .ingest(event_to(
+            "parse.success",
+            json!({"webhook_url": receiver.url("/second")}),
+        ))
+        .await;
+    let second_id = delivery_id(&second, 0);
+    assert_eq!(handed_off().await, before + 1.0, "its destination was full");
+
+    app.wait_for_status(&second_id, "succeeded", WAIT).await;
+    let paths: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|request| request.path.clone())
+        .collect();
+    assert_eq!(paths, ["/warm", "/first", "/second"]);
+
+    // Once the store has nothing due, hand-overs resume.
+    let third = app
+        .ingest(event_to(
+            "parse.success",
+            json!({"webhook_url": receiver.url("/third")}),
+        ))
+        .await;
+    app.wait_for_status(&delivery_id(&third, 0), "succeeded", WAIT)
+        .await;
+    assert_eq!(handed_off().await, before + 2.0);
+}

@@ -2,9 +2,10 @@
 //! its deliveries in one store transaction before answering 202.
 
 use super::{ApiError, ApiState, body_rejection, parse_json};
+use crate::deliver::Slot;
 use crate::domain::{DestinationSource, EventType, Payload};
 use crate::routing::{Checks, Subscription, WebhookConfig, route};
-use crate::store::{DeliverySummary, EnqueueOutcome, NewDelivery, NewEvent};
+use crate::store::{ClaimedDelivery, DeliverySummary, EnqueueOutcome, NewDelivery, NewEvent};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -105,20 +106,78 @@ pub async fn accept_events(
         };
         prepared.push(prepare(state, event, &prefix, &saved, timestamp)?);
     }
+    let handoffs = hand_over(state, &mut prepared);
     let outcomes = state.store.enqueue(prepared).await?;
-    let queued: usize = outcomes
-        .iter()
-        .filter(|outcome| !outcome.duplicate)
-        .map(|outcome| outcome.deliveries.len())
-        .sum();
     state
         .metrics
         .events_ingested
         .inc_by(outcomes.iter().filter(|outcome| !outcome.duplicate).count() as u64);
-    if queued > 0 {
-        state.wake.notify_one();
+    let mut stored_queued = false;
+    for (outcome, handoff) in outcomes.iter().zip(handoffs) {
+        if outcome.duplicate {
+            continue; // its slots go back unused
+        }
+        stored_queued |= handoff.stored_queued;
+        state
+            .metrics
+            .deliveries_handed_off
+            .inc_by(handoff.started.len() as u64);
+        for (delivery, slot) in handoff.started {
+            state.engine.start(delivery, slot);
+        }
+    }
+    if stored_queued {
+        state.engine.queued_in_store();
     }
     Ok(outcomes.into_iter().map(accepted).collect())
+}
+
+/// One event's deliveries the engine takes straight from ingest, and whether others of its
+/// deliveries wait queued in the store.
+struct Handoff {
+    started: Vec<(ClaimedDelivery, Slot)>,
+    stored_queued: bool,
+}
+
+/// Give every delivery whose destination has a free slot a lease, so it is stored in flight
+/// and started as soon as the event is committed, without a claim reading it back.
+fn hand_over(state: &ApiState, events: &mut [NewEvent]) -> Vec<Handoff> {
+    let mut lease = None;
+    events
+        .iter_mut()
+        .map(|event| {
+            let mut handoff = Handoff {
+                started: Vec::new(),
+                stored_queued: false,
+            };
+            let mut payload: Option<Arc<str>> = None;
+            for delivery in &mut event.deliveries {
+                let key = delivery.destination.concurrency_key();
+                let Some(slot) = state.engine.slot_for_handoff(&key) else {
+                    handoff.stored_queued = true;
+                    continue;
+                };
+                let lease = lease.get_or_insert_with(|| state.engine.new_lease());
+                delivery.lease = Some(lease.clone());
+                let payload = payload.get_or_insert_with(|| Arc::from(event.payload.as_str()));
+                handoff.started.push((
+                    ClaimedDelivery {
+                        id: delivery.id.clone(),
+                        lease_token: lease.token.clone(),
+                        event_id: event.id.clone(),
+                        event_type: event.event_type.clone(),
+                        timestamp: event.timestamp,
+                        payload: payload.clone(),
+                        destination: delivery.destination.clone(),
+                        attempts_made: 0,
+                        budget_start: 0,
+                    },
+                    slot,
+                ));
+            }
+            handoff
+        })
+        .collect()
 }
 
 fn accepted(outcome: EnqueueOutcome) -> Accepted {
@@ -264,6 +323,7 @@ fn prepare(
             .map(|destination| NewDelivery {
                 id: uuid::Uuid::now_v7().to_string(),
                 destination,
+                lease: None,
             })
             .collect(),
     })

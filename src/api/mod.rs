@@ -9,6 +9,7 @@ mod ops;
 pub use events::{IngestEvent, accept_events};
 
 use crate::config::Config;
+use crate::deliver::Engine;
 use crate::egress::EgressGuard;
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
@@ -22,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
-use tokio::sync::Notify;
 
 /// What every handler shares.
 pub struct ApiState {
@@ -31,8 +31,8 @@ pub struct ApiState {
     pub plugins: PluginHost,
     pub egress: EgressGuard,
     pub metrics: Arc<Metrics>,
-    /// Wakes the delivery dispatcher when deliveries are queued.
-    pub wake: Arc<Notify>,
+    /// Takes deliveries straight from ingest, and is told when some wait in the store.
+    pub engine: Arc<Engine>,
     /// Operator routes, validated at startup, with their optional project scope.
     pub routes: Vec<(Option<String>, Subscription)>,
     pub api_keys: Vec<String>,

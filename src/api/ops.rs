@@ -94,7 +94,7 @@ pub async fn redeliver(
         .redeliver(&delivery_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("delivery {delivery_id:?} not found")))?;
-    state.wake.notify_one();
+    state.engine.queued_in_store();
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 

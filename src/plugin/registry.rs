@@ -47,6 +47,11 @@ impl Plugin {
             })
             .clone()
     }
+
+    /// The compiled component if compiling is already done, without blocking.
+    pub fn compiled_if_ready(&self) -> Option<Result<Compiled, PluginError>> {
+        self.compiled.get().cloned()
+    }
 }
 
 /// What the scan last saw of a file, so unchanged files are not re-read.

@@ -45,6 +45,16 @@ pub struct NewEvent {
 pub struct NewDelivery {
     pub id: String,
     pub destination: Destination,
+    /// Set when the engine takes the delivery straight from ingest: it is stored in flight
+    /// under this lease instead of queued.
+    pub lease: Option<Lease>,
+}
+
+/// A lease on deliveries: its token guards every later write, and it ends at `until`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub token: String,
+    pub until: UnixMillis,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

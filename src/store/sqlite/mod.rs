@@ -2,8 +2,12 @@
 //!
 //! Every write goes to a single writer thread that drains whatever is waiting and applies it
 //! in one transaction (group commit): under load one fsync covers hundreds of events,
-//! claims and attempt records, while an idle gateway still commits each write at once. Each
-//! write runs inside its own savepoint, so one failing write never undoes its neighbours.
+//! claims and attempt records, while an idle gateway still commits each write at once.
+//! Durable writes (accepted events, configuration) run inside their own savepoint, so one
+//! failing never undoes its neighbours. The engine's own writes (claims, attempt records,
+//! releases) do not: a savepoint copies every page a write touches into a sub-journal, which
+//! was a tenth of the writer's time, and when one of them fails the whole transaction is
+//! rolled back and every write in it answered with the error, to be retried by its caller.
 //! Reads use a small pool of separate connections, which WAL lets run beside the writer.
 
 mod configs;
@@ -74,6 +78,13 @@ CREATE INDEX IF NOT EXISTS webhook_configs_tenant ON webhook_configs(tenant_id, 
 
 type Reply = Box<dyn FnOnce(Option<String>) + Send>;
 
+/// A job's answer, and whether it failed outside a savepoint (leaving partial changes that
+/// only rolling back the whole transaction undoes).
+struct Ran {
+    reply: Reply,
+    failed_unprotected: bool,
+}
+
 /// A write for the writer thread. `durable` writes (accepted events, configuration changes,
 /// redeliveries) are fsynced before they are acknowledged. Claims, attempt results and
 /// releases are not: they survive a process crash either way (the WAL is in the OS page
@@ -81,7 +92,7 @@ type Reply = Box<dyn FnOnce(Option<String>) + Send>;
 /// at-least-once delivery allows. The next durable commit syncs them too.
 struct WriteJob {
     durable: bool,
-    run: Box<dyn FnOnce(&Connection) -> Reply + Send>,
+    run: Box<dyn FnOnce(&Connection) -> Ran + Send>,
 }
 
 #[derive(Clone)]
@@ -134,7 +145,8 @@ impl SqliteStore {
         self.submit(true, write).await
     }
 
-    /// Like `write`, but acknowledged once committed, without waiting for an fsync.
+    /// Like `write`, but acknowledged once committed, without waiting for an fsync, and run
+    /// without a savepoint of its own (see the module comment).
     async fn write_relaxed<T: Send + 'static>(
         &self,
         write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -148,15 +160,25 @@ impl SqliteStore {
         write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply_to, reply) = oneshot::channel();
-        let run = Box::new(move |conn: &Connection| -> Reply {
-            let result = in_savepoint(conn, write);
-            Box::new(move |commit_error: Option<String>| {
-                let result = match commit_error {
-                    Some(message) => Err(StoreError::Corrupt(format!("commit failed: {message}"))),
-                    None => result,
-                };
-                let _ = reply_to.send(result);
-            })
+        let run = Box::new(move |conn: &Connection| -> Ran {
+            let result = if durable {
+                in_savepoint(conn, write)
+            } else {
+                write(conn)
+            };
+            let failed_unprotected = !durable && result.is_err();
+            Ran {
+                reply: Box::new(move |commit_error: Option<String>| {
+                    let result = match commit_error {
+                        Some(message) => {
+                            Err(StoreError::Corrupt(format!("commit failed: {message}")))
+                        }
+                        None => result,
+                    };
+                    let _ = reply_to.send(result);
+                }),
+                failed_unprotected,
+            }
         });
         let job = WriteJob { durable, run };
         {
@@ -210,6 +232,13 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Without the planner stability guarantee, SQLite re-prepares a cached statement whenever
+    // a bound value it planned with changes (a LIMIT, a due time): the claim query was
+    // re-parsed on every call.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     if !read_only {
         // FULL: a 202 promises the event survives power loss, not just a process crash.
         conn.execute_batch(
@@ -273,16 +302,22 @@ fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
         }
         let jobs = batch.len();
         let started = std::time::Instant::now();
-        let replies: Vec<Reply> = batch.into_iter().map(|job| (job.run)(&conn)).collect();
+        let ran: Vec<Ran> = batch.into_iter().map(|job| (job.run)(&conn)).collect();
         let executed = started.elapsed();
-        let commit_error = conn.execute_batch("COMMIT").err().map(|error| {
+        let commit_error = if ran.iter().any(|ran| ran.failed_unprotected) {
             let _ = conn.execute_batch("ROLLBACK");
-            tracing::error!(%error, "sqlite: group commit failed");
-            error.to_string()
-        });
+            tracing::error!("sqlite: a write failed outside a savepoint; group rolled back");
+            Some("rolled back with a failed write in the same transaction".to_owned())
+        } else {
+            conn.execute_batch("COMMIT").err().map(|error| {
+                let _ = conn.execute_batch("ROLLBACK");
+                tracing::error!(%error, "sqlite: group commit failed");
+                error.to_string()
+            })
+        };
         tracing::trace!(jobs, durable, ?executed, total = ?started.elapsed(), "sqlite: group commit");
-        for reply in replies {
-            reply(commit_error.clone());
+        for ran in ran {
+            (ran.reply)(commit_error.clone());
         }
     }
     tracing::debug!("sqlite writer stopped");

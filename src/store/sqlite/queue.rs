@@ -42,6 +42,7 @@ impl SqliteStore {
                             .map_err(|error| StoreError::Corrupt(error.to_string()))?;
                         Ok(DeliveryRow {
                             id: delivery.id.clone(),
+                            lease: delivery.lease.clone(),
                             dest_key: delivery.destination.concurrency_key(),
                             url: delivery.destination.url.clone(),
                             destination: json,
@@ -334,6 +335,7 @@ impl SqliteStore {
 /// A delivery ready for its INSERT.
 struct DeliveryRow {
     id: String,
+    lease: Option<crate::store::Lease>,
     dest_key: String,
     url: String,
     destination: String,
@@ -380,16 +382,24 @@ fn enqueue_one(
     }
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_id, dest_key, webhook_url, destination, status, \
-         due_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?6)",
+         lease_token, due_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
     )?;
     let mut deliveries = Vec::with_capacity(rows.len());
     for row in rows {
+        // A handed-over delivery is in flight under its lease; to the API it is still queued.
+        let (status, lease_token, due_at) = match &row.lease {
+            Some(lease) => ("in_flight", Some(lease.token.as_str()), lease.until),
+            None => ("queued", None, now),
+        };
         insert.execute(params![
             row.id,
             event.id,
             row.dest_key,
             row.url,
             row.destination,
+            status,
+            lease_token,
+            due_at,
             now
         ])?;
         deliveries.push(DeliverySummary {
