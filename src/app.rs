@@ -126,20 +126,25 @@ impl App {
             Duration::from_millis(state.config.plugins.reload_interval_ms),
             shutdown.clone(),
         );
-        let engine = tokio::spawn(self.engine.run(shutdown.clone()));
+        // The engine stops after the HTTP server: a request still being served may hand
+        // deliveries over, and they must start before the engine drains.
+        let engine_shutdown = CancellationToken::new();
+        let engine = tokio::spawn(self.engine.run(engine_shutdown.clone()));
         let router = api::router(state.clone());
         let serve = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let served = tokio::spawn(serve.into_future());
+        let mut served = tokio::spawn(serve.into_future());
         shutdown.cancelled().await;
         // Connections that stay open past the grace period are cut, not waited for.
-        let served = match tokio::time::timeout(HTTP_SHUTDOWN_GRACE, served).await {
+        let served = match tokio::time::timeout(HTTP_SHUTDOWN_GRACE, &mut served).await {
             Ok(joined) => joined.context("HTTP server panicked")?,
             Err(_) => {
                 tracing::warn!("HTTP connections still open after the grace period; closing them");
+                served.abort();
                 Ok(())
             }
         };
+        engine_shutdown.cancel();
         engine.await.context("delivery engine panicked")?;
         state.store.close();
         served.context("HTTP server failed")

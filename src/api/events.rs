@@ -5,7 +5,9 @@ use super::{ApiError, ApiState, body_rejection, parse_json};
 use crate::deliver::Slot;
 use crate::domain::{DestinationSource, EventType, Payload};
 use crate::routing::{Checks, Subscription, WebhookConfig, route};
-use crate::store::{ClaimedDelivery, DeliverySummary, EnqueueOutcome, NewDelivery, NewEvent};
+use crate::store::{
+    ClaimedDelivery, DeliverySummary, EnqueueOutcome, NewDelivery, NewEvent, StoreError,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -107,28 +109,38 @@ pub async fn accept_events(
         prepared.push(prepare(state, event, &prefix, &saved, timestamp)?);
     }
     let handoffs = hand_over(state, &mut prepared);
-    let outcomes = state.store.enqueue(prepared).await?;
-    state
-        .metrics
-        .events_ingested
-        .inc_by(outcomes.iter().filter(|outcome| !outcome.duplicate).count() as u64);
-    let mut stored_queued = false;
-    for (outcome, handoff) in outcomes.iter().zip(handoffs) {
-        if outcome.duplicate {
-            continue; // its slots go back unused
+    // Stored and started in a task of its own: if the producer hangs up while the commit
+    // is pending, the handler is dropped, but deliveries committed in flight must still start.
+    let (store, engine, metrics) = (
+        state.store.clone(),
+        state.engine.clone(),
+        state.metrics.clone(),
+    );
+    let outcomes = tokio::spawn(async move {
+        let outcomes = store.enqueue(prepared).await?;
+        metrics
+            .events_ingested
+            .inc_by(outcomes.iter().filter(|outcome| !outcome.duplicate).count() as u64);
+        let mut stored_queued = false;
+        for (outcome, handoff) in outcomes.iter().zip(handoffs) {
+            if outcome.duplicate {
+                continue; // its slots go back unused
+            }
+            stored_queued |= handoff.stored_queued;
+            metrics
+                .deliveries_handed_off
+                .inc_by(handoff.started.len() as u64);
+            for (delivery, slot) in handoff.started {
+                engine.start(delivery, slot);
+            }
         }
-        stored_queued |= handoff.stored_queued;
-        state
-            .metrics
-            .deliveries_handed_off
-            .inc_by(handoff.started.len() as u64);
-        for (delivery, slot) in handoff.started {
-            state.engine.start(delivery, slot);
+        if stored_queued {
+            engine.queued_in_store();
         }
-    }
-    if stored_queued {
-        state.engine.queued_in_store();
-    }
+        Ok::<_, StoreError>(outcomes)
+    })
+    .await
+    .map_err(|error| StoreError::Corrupt(format!("the store task failed: {error}")))??;
     Ok(outcomes.into_iter().map(accepted).collect())
 }
 

@@ -177,12 +177,17 @@ impl Engine {
     ///
     /// A claim may take up to twice a destination's slot count: what does not fit waits in
     /// memory, leased, and starts the moment a slot frees, so a busy destination's slots
-    /// never wait on a store round trip and one claim serves many completions.
+    /// never wait on a store round trip and one claim serves many completions. Claims are
+    /// leased for two attempts' time, since a held delivery may wait one attempt for its
+    /// slot; one held longer than that is handed back rather than started on a short lease.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let config = self.context.config.clone();
         let per_destination_limit = self.per_destination_limit;
-        let held_limit = per_destination_limit * (1 + PREFETCH_FACTOR);
-        let max_held = config.delivery.max_in_flight * (1 + PREFETCH_FACTOR);
+        let held_limit = per_destination_limit.saturating_mul(1 + PREFETCH_FACTOR);
+        let max_held = config
+            .delivery
+            .max_in_flight
+            .saturating_mul(1 + PREFETCH_FACTOR);
         let mut ready = Ready::default();
         let mut store_failures = 0u32;
         let mut last_deep_scan = tokio::time::Instant::now();
@@ -201,7 +206,12 @@ impl Engine {
                     self.store_has_due.store(true, Ordering::Release);
                 }
             }
-            self.start_ready(&mut ready);
+            let stale = self.start_ready(&mut ready);
+            if !stale.is_empty()
+                && let Err(error) = self.context.store.release(stale).await
+            {
+                tracing::warn!(%error, "releasing stale held deliveries failed; their leases will expire");
+            }
             // Let a few more completions and new events arrive, so one claim serves many
             // instead of one store round trip per freed slot.
             let since_claim = last_claim.map(|at| at.elapsed());
@@ -241,11 +251,14 @@ impl Engine {
             let claim_started = crate::domain::now_millis();
             last_claim = Some(tokio::time::Instant::now());
             // Ingest may queue more while this claim runs; it sets the flag again then.
-            self.store_has_due.store(false, Ordering::Release);
+            // Held deliveries are older than anything ingest could hand over now.
+            if ready.total == 0 {
+                self.store_has_due.store(false, Ordering::Release);
+            }
             let batch = match self
                 .context
                 .store
-                .claim_due(limit, self.lease_ms(), budget)
+                .claim_due(limit, 2 * self.lease_ms(), budget)
                 .await
             {
                 Ok(batch) => {
@@ -334,16 +347,20 @@ impl Engine {
     }
 }
 
-/// Claimed deliveries waiting in memory for a slot, per concurrency key, oldest first.
+/// Claimed deliveries waiting in memory for a slot, per concurrency key, oldest first, with
+/// when they were claimed.
 #[derive(Default)]
 struct Ready {
-    queues: HashMap<String, VecDeque<ClaimedDelivery>>,
+    queues: HashMap<String, VecDeque<(tokio::time::Instant, ClaimedDelivery)>>,
     total: usize,
 }
 
 impl Ready {
     fn push(&mut self, key: String, delivery: ClaimedDelivery) {
-        self.queues.entry(key).or_default().push_back(delivery);
+        self.queues
+            .entry(key)
+            .or_default()
+            .push_back((tokio::time::Instant::now(), delivery));
         self.total += 1;
     }
 
@@ -352,27 +369,38 @@ impl Ready {
         self.queues
             .drain()
             .flat_map(|(_, queue)| queue)
-            .map(|delivery| (delivery.id, delivery.lease_token))
+            .map(|(_, delivery)| (delivery.id, delivery.lease_token))
             .collect()
     }
 }
 
 impl Engine {
-    /// Start every waiting delivery whose destination now has a free slot.
-    fn start_ready(self: &Arc<Self>, ready: &mut Ready) {
+    /// Start every waiting delivery whose destination now has a free slot; returns the
+    /// leases of those held so long that less than one attempt's time is left on them.
+    fn start_ready(self: &Arc<Self>, ready: &mut Ready) -> Vec<(String, String)> {
+        let mut stale = Vec::new();
         if ready.total == 0 {
-            return;
+            return stale;
         }
+        let max_wait = Duration::from_millis(self.lease_ms().max(0) as u64);
         for (key, queue) in ready.queues.iter_mut() {
-            while !queue.is_empty() {
+            while let Some((claimed_at, _)) = queue.front() {
+                if claimed_at.elapsed() >= max_wait {
+                    if let Some((_, delivery)) = queue.pop_front() {
+                        ready.total -= 1;
+                        stale.push((delivery.id, delivery.lease_token));
+                    }
+                    continue;
+                }
                 let Some(slot) = self.slot(key) else { break };
-                if let Some(delivery) = queue.pop_front() {
+                if let Some((_, delivery)) = queue.pop_front() {
                     ready.total -= 1;
                     self.start(delivery, slot);
                 }
             }
         }
         ready.queues.retain(|_, queue| !queue.is_empty());
+        stale
     }
 
     fn running_counts(&self) -> HashMap<String, usize> {

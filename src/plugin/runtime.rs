@@ -16,7 +16,7 @@ use super::PluginError;
 use crate::domain::OutgoingRequest;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, ResourceLimiter, Store};
@@ -222,16 +222,30 @@ pub async fn call(
         },
     );
     store.limiter(|state| state);
-    // The budget is wall-clock time since the call began, checked at each tick.
-    let started = std::time::Instant::now();
+    // The budget counts time the call actually ran: from each resumption to the next tick,
+    // not the time it spent queued behind other tasks after yielding, so a busy gateway does
+    // not turn a well-behaved plugin's wait into a timeout.
+    let resumed_at = Arc::new(Mutex::new(std::time::Instant::now()));
     let budget = limits.timeout;
+    let mut ran_for = Duration::ZERO;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
-        Ok(if started.elapsed() >= budget {
-            wasmtime::UpdateDeadline::Interrupt
-        } else {
-            wasmtime::UpdateDeadline::Yield(1)
-        })
+        if let Ok(at) = resumed_at.lock() {
+            ran_for += at.elapsed();
+        }
+        if ran_for >= budget {
+            return Ok(wasmtime::UpdateDeadline::Interrupt);
+        }
+        let resumed_at = resumed_at.clone();
+        Ok(wasmtime::UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                if let Ok(mut at) = resumed_at.lock() {
+                    *at = std::time::Instant::now();
+                }
+            }),
+        ))
     });
     let result = match compiled.pre.instantiate_async(&mut store).await {
         Ok(instance) => {

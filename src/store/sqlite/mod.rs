@@ -5,9 +5,10 @@
 //! claims and attempt records, while an idle gateway still commits each write at once.
 //! Durable writes (accepted events, configuration) run inside their own savepoint, so one
 //! failing never undoes its neighbours. The engine's own writes (claims, attempt records,
-//! releases) do not: a savepoint copies every page a write touches into a sub-journal, which
-//! was a tenth of the writer's time, and when one of them fails the whole transaction is
-//! rolled back and every write in it answered with the error, to be retried by its caller.
+//! releases) share one savepoint per run of them instead: a savepoint copies every page a
+//! write touches into a sub-journal, which per write was a tenth of the writer's time. When
+//! one of them fails, its run is undone and every write in it answered with the error; their
+//! callers recover (a claim is retried, an unrecorded attempt runs again after its lease).
 //! Reads use a small pool of separate connections, which WAL lets run beside the writer.
 
 mod configs;
@@ -78,8 +79,8 @@ CREATE INDEX IF NOT EXISTS webhook_configs_tenant ON webhook_configs(tenant_id, 
 
 type Reply = Box<dyn FnOnce(Option<String>) + Send>;
 
-/// A job's answer, and whether it failed outside a savepoint (leaving partial changes that
-/// only rolling back the whole transaction undoes).
+/// A job's answer, and whether it failed outside a savepoint of its own (leaving changes
+/// that only rolling back its run of engine writes undoes).
 struct Ran {
     reply: Reply,
     failed_unprotected: bool,
@@ -269,6 +270,48 @@ fn in_savepoint<T>(
     }
 }
 
+/// Run one group's jobs inside the open transaction. Consecutive engine writes share one
+/// savepoint: when one fails, that run is undone and each of its writes marked rolled back,
+/// while durable writes, each in its own savepoint, stand. Returns every job's answer with
+/// that mark, and whether SQLite ended the transaction itself (an I/O error, a full disk):
+/// then the rest are not run, so they cannot commit one by one outside it.
+fn run_jobs(conn: &Connection, batch: Vec<WriteJob>) -> (Vec<(Ran, bool)>, bool) {
+    let mut ran: Vec<(Ran, bool)> = Vec::with_capacity(batch.len());
+    let mut relaxed_run_from: Option<usize> = None;
+    for job in batch {
+        if conn.is_autocommit() {
+            // Dropping the job drops its reply channel: its caller sees the store fail.
+            return (ran, true);
+        }
+        if job.durable {
+            if relaxed_run_from.take().is_some() {
+                let _ = conn.execute_batch("RELEASE relaxed_run");
+            }
+        } else if relaxed_run_from.is_none() {
+            if let Err(error) = conn.execute_batch("SAVEPOINT relaxed_run") {
+                tracing::error!(%error, "sqlite: cannot open a savepoint");
+                return (ran, true);
+            }
+            relaxed_run_from = Some(ran.len());
+        }
+        let result = (job.run)(conn);
+        let failed = result.failed_unprotected;
+        ran.push((result, false));
+        if failed && let Some(from) = relaxed_run_from.take() {
+            tracing::error!("sqlite: an engine write failed; undoing the writes run beside it");
+            let _ = conn.execute_batch("ROLLBACK TO relaxed_run; RELEASE relaxed_run");
+            for (_, rolled_back) in &mut ran[from..] {
+                *rolled_back = true;
+            }
+        }
+    }
+    if relaxed_run_from.is_some() {
+        let _ = conn.execute_batch("RELEASE relaxed_run");
+    }
+    let aborted = conn.is_autocommit();
+    (ran, aborted)
+}
+
 fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
     let mut synchronous_full = true;
     while let Ok(first) = jobs.recv() {
@@ -302,12 +345,12 @@ fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
         }
         let jobs = batch.len();
         let started = std::time::Instant::now();
-        let ran: Vec<Ran> = batch.into_iter().map(|job| (job.run)(&conn)).collect();
+        let (ran, aborted) = run_jobs(&conn, batch);
         let executed = started.elapsed();
-        let commit_error = if ran.iter().any(|ran| ran.failed_unprotected) {
+        let commit_error = if aborted {
             let _ = conn.execute_batch("ROLLBACK");
-            tracing::error!("sqlite: a write failed outside a savepoint; group rolled back");
-            Some("rolled back with a failed write in the same transaction".to_owned())
+            tracing::error!("sqlite: the transaction ended early; group rolled back");
+            Some("the transaction was rolled back by SQLite".to_owned())
         } else {
             conn.execute_batch("COMMIT").err().map(|error| {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -316,8 +359,11 @@ fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
             })
         };
         tracing::trace!(jobs, durable, ?executed, total = ?started.elapsed(), "sqlite: group commit");
-        for ran in ran {
-            (ran.reply)(commit_error.clone());
+        for (ran, rolled_back) in ran {
+            let error = commit_error.clone().or_else(|| {
+                rolled_back.then(|| "rolled back with a failed write beside it".to_owned())
+            });
+            (ran.reply)(error);
         }
     }
     tracing::debug!("sqlite writer stopped");
