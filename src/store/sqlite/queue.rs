@@ -283,21 +283,19 @@ impl SqliteStore {
         before_seq: Option<i64>,
     ) -> Result<Page<DeliveryView>, StoreError> {
         self.read(move |conn| {
-            let status_filter = status.map(|status| status.as_str());
-            // Two statements, so the filtered one can walk the (status, seq) index.
-            let filter = if status_filter.is_some() {
-                "d.status = ?1"
-            } else {
-                "?1 IS NULL"
+            // The status is written into the statement (one cached statement per status, from
+            // a closed set): only a literal lets SQLite match the partial finished index.
+            let filter = match status {
+                Some(status) => format!("d.status = '{}'", status.as_str()),
+                None => "1".to_owned(),
             };
             let mut statement = conn.prepare_cached(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id \
-                 WHERE {filter} AND d.seq < ?2 ORDER BY d.seq DESC LIMIT ?3"
+                 WHERE {filter} AND d.seq < ?1 ORDER BY d.seq DESC LIMIT ?2"
             ))?;
             let mut items = statement
                 .query_map(
                     params![
-                        status_filter,
                         before_seq.unwrap_or(i64::MAX),
                         (limit as i64).saturating_add(1)
                     ],
