@@ -192,3 +192,41 @@ async fn sigterm_finishes_in_flight_deliveries_before_exiting() {
     gateway.child.kill().unwrap();
     gateway.child.wait().unwrap();
 }
+
+/// The writer never checkpoints (that would stall group commits on an fsync of the database
+/// file); a background connection does. Committed events must reach the database file while
+/// the gateway runs, not wait in the WAL until shutdown.
+#[tokio::test]
+async fn committed_work_is_checkpointed_into_the_database_file_while_running() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let database = app.data_dir.join("hookgate.sqlite3");
+    let size = |path: &Path| std::fs::metadata(path).map_or(0, |meta| meta.len());
+    let before = size(&database);
+    let padding = "x".repeat(1_000);
+    let destination = json!({"webhook_url": receiver.url("/ckpt")});
+    for round in 0..5 {
+        let events: Vec<Value> = (0..100)
+            .map(|index| {
+                json!({"event_type": "parse.success",
+                       "data": {"round": round, "index": index, "padding": padding},
+                       "webhook_configurations": [destination]})
+            })
+            .collect();
+        let (status, body) = app
+            .post("/api/v1/events/batch", &json!({ "events": events }))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    receiver.wait_for(500, Duration::from_secs(30)).await;
+    // 500 events of over 1 KB each: at least half a megabyte must land in the file.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while size(&database) < before + 500_000 {
+        assert!(
+            Instant::now() < deadline,
+            "database file still {} bytes (was {before}); the WAL holds everything",
+            size(&database)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
