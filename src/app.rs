@@ -135,7 +135,8 @@ impl App {
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let mut served = tokio::spawn(serve.into_future());
         shutdown.cancelled().await;
-        // Connections that stay open past the grace period are cut, not waited for.
+        // Connections still open past the grace period are no longer waited for (they end
+        // with the process); the server stops accepting.
         let served = match tokio::time::timeout(HTTP_SHUTDOWN_GRACE, &mut served).await {
             Ok(joined) => joined.context("HTTP server panicked")?,
             Err(_) => {

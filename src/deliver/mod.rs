@@ -158,6 +158,19 @@ impl Engine {
 
     /// Start the attempt for a leased delivery in its slot.
     pub fn start(self: &Arc<Self>, delivery: ClaimedDelivery, slot: Slot) {
+        if self.tasks.is_closed() {
+            // Shutdown has drained the engine: hand the lease back rather than send after
+            // the store may be closed; the next start delivers it.
+            drop(slot);
+            let store = self.context.store.clone();
+            tokio::spawn(async move {
+                let lease = vec![(delivery.id, delivery.lease_token)];
+                if let Err(error) = store.release(lease).await {
+                    tracing::warn!(%error, "a delivery handed over during shutdown stays leased until restart");
+                }
+            });
+            return;
+        }
         if let Ok(mut leases) = self.leases.lock() {
             leases.insert(delivery.id.clone(), delivery.lease_token.clone());
         }

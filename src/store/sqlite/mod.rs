@@ -17,7 +17,6 @@ mod queue;
 use super::StoreError;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
@@ -111,8 +110,6 @@ struct Inner {
     writes: Mutex<Option<mpsc::Sender<WriteJob>>>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
-    /// Tells the checkpoint thread to finish.
-    stopping: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
@@ -125,16 +122,8 @@ impl SqliteStore {
         let writer = open_connection(path, false)?;
         writer.execute_batch(SCHEMA)?;
         queue::requeue_orphans(&writer)?;
-        // Checkpoints run on their own thread and connection (WAL lets them run beside the
-        // writer): on the writer they cost a twentieth of its time and an fsync of the
-        // database file inside a group commit.
-        writer.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
-        let checkpointer = open_connection(path, false)?;
-        let stopping = Arc::new(AtomicBool::new(false));
-        let stop = stopping.clone();
-        std::thread::Builder::new()
-            .name("hookgate-sqlite-checkpoint".into())
-            .spawn(move || run_checkpointer(checkpointer, stop))?;
+        // A WAL that grew under a burst is cut back to this size once it starts over.
+        writer.execute_batch("PRAGMA journal_size_limit = 67108864")?;
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
             .name("hookgate-sqlite-writer".into())
@@ -144,7 +133,6 @@ impl SqliteStore {
                 writes: Mutex::new(Some(sender)),
                 readers: Mutex::new(Vec::new()),
                 path: path.to_owned(),
-                stopping,
             }),
         })
     }
@@ -154,7 +142,6 @@ impl SqliteStore {
         if let Ok(mut writes) = self.inner.writes.lock() {
             writes.take();
         }
-        self.inner.stopping.store(true, Ordering::Release);
     }
 
     /// Run `write` on the writer thread inside the next group commit; resolves once
@@ -295,20 +282,6 @@ fn in_savepoint<T>(
     }
 }
 
-/// How often the checkpoint thread copies committed WAL frames into the database file.
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-
-fn run_checkpointer(conn: Connection, stopping: Arc<AtomicBool>) {
-    while !stopping.load(Ordering::Acquire) {
-        std::thread::sleep(CHECKPOINT_INTERVAL);
-        // PASSIVE: copy what no reader still needs, never wait for the writer or readers.
-        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(%error, "sqlite: checkpoint failed");
-        }
-    }
-    tracing::debug!("sqlite checkpointer stopped");
-}
-
 /// Run one group's jobs inside the open transaction. Consecutive engine writes share one
 /// savepoint: when one fails, that run is undone and each of its writes marked rolled back,
 /// while durable writes, each in its own savepoint, stand. Returns every job's answer with
@@ -368,7 +341,8 @@ fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
             } else {
                 "PRAGMA synchronous = NORMAL"
             };
-            match run_cached(&conn, pragma) {
+            // Not from the statement cache: SQLite applies this pragma when it is prepared.
+            match conn.execute_batch(pragma) {
                 Ok(()) => synchronous_full = durable,
                 Err(error) => tracing::error!(%error, "sqlite: cannot set synchronous"),
             }
