@@ -17,7 +17,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// How long open HTTP connections may take to finish once shutdown begins.
@@ -71,20 +70,16 @@ impl App {
             .context("starting the plugin host")?;
         let routes = validate_routes(&config, &egress, &plugins)?;
         let metrics = Arc::new(Metrics::new());
-        let wake = Arc::new(Notify::new());
         let client = HttpClient::new(egress.clone(), config.delivery.response_body_bytes)
             .context("building the HTTP client")?;
         let config = Arc::new(config);
-        let engine = Engine::new(
-            Arc::new(DeliveryContext {
-                store: store.clone(),
-                client,
-                plugins: plugins.clone(),
-                config: config.clone(),
-                metrics: metrics.clone(),
-            }),
-            wake.clone(),
-        );
+        let engine = Engine::new(Arc::new(DeliveryContext {
+            store: store.clone(),
+            client,
+            plugins: plugins.clone(),
+            config: config.clone(),
+            metrics: metrics.clone(),
+        }));
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;

@@ -28,26 +28,7 @@ enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
     /// Benchmark the gateway on this machine (run a release build).
-    Bench {
-        /// Scenarios to run (repeatable): direct, single, batch, plugin, fanout, backlog.
-        #[arg(long = "scenario")]
-        scenarios: Vec<String>,
-        /// Events per scenario.
-        #[arg(long, default_value_t = 20_000)]
-        events: usize,
-        /// Deliveries queued in the backlog scenario.
-        #[arg(long, default_value_t = 1_000_000)]
-        backlog_events: usize,
-        /// Fixed event rate per second instead of saturation.
-        #[arg(long)]
-        rate: Option<u64>,
-        /// Concurrent producers.
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        /// Write the figures as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
+    Bench(hookgate::bench::BenchOptions),
     /// Work with transform plugins.
     Plugin {
         #[command(subcommand)]
@@ -108,33 +89,7 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Bench {
-                scenarios,
-                events,
-                backlog_events,
-                rate,
-                concurrency,
-                json,
-            } => {
-                let scenarios = if scenarios.is_empty() {
-                    hookgate::bench::SCENARIOS
-                        .iter()
-                        .map(|name| (*name).to_owned())
-                        .collect()
-                } else {
-                    scenarios
-                };
-                hookgate::bench::run(hookgate::bench::BenchOptions {
-                    scenarios,
-                    events,
-                    backlog_events,
-                    rate,
-                    concurrency,
-                    json,
-                })
-                .await
-                .map(|_| ())
-            }
+            Command::Bench(options) => hookgate::bench::run(options).await.map(|_| ()),
             Command::Plugin {
                 command:
                     PluginCommand::Run {

@@ -576,13 +576,14 @@ async fn fresh_deliveries_are_handed_over_and_overflow_waits_in_the_store() {
     })
     .await;
     let receiver = Receiver::start().await;
-    // Let the dispatcher's first claim find the store empty, as it does at startup.
-    let warm = app
-        .ingest(event_to(
+    let send = |path: &str| {
+        app.ingest(event_to(
             "parse.success",
-            json!({"webhook_url": receiver.url("/warm")}),
+            json!({"webhook_url": receiver.url(path)}),
         ))
-        .await;
+    };
+    // Let the dispatcher's first claim find the store empty, as it does at startup.
+    let warm = send("/warm").await;
     app.wait_for_status(&delivery_id(&warm, 0), "succeeded", WAIT)
         .await;
     let handed_off =
@@ -590,24 +591,14 @@ async fn fresh_deliveries_are_handed_over_and_overflow_waits_in_the_store() {
     let before = handed_off().await;
 
     receiver.script([Answer::status(200).delay(Duration::from_millis(400))]);
-    let first = app
-        .ingest(event_to(
-            "parse.success",
-            json!({"webhook_url": receiver.url("/first")}),
-        ))
-        .await;
+    let first = send("/first").await;
     let first_id = delivery_id(&first, 0);
     assert_eq!(first["deliveries"][0]["status"], "queued", "{first}");
     // Committed already leased: the store shows it in flight before any claim could run.
     assert_eq!(app.delivery(&first_id).await["status"], "in_flight");
     assert_eq!(handed_off().await, before + 1.0);
 
-    let second = app
-        .ingest(event_to(
-            "parse.success",
-            json!({"webhook_url": receiver.url("/second")}),
-        ))
-        .await;
+    let second = send("/second").await;
     let second_id = delivery_id(&second, 0);
     assert_eq!(handed_off().await, before + 1.0, "its destination was full");
 
@@ -620,12 +611,7 @@ async fn fresh_deliveries_are_handed_over_and_overflow_waits_in_the_store() {
     assert_eq!(paths, ["/warm", "/first", "/second"]);
 
     // Once the store has nothing due, hand-overs resume.
-    let third = app
-        .ingest(event_to(
-            "parse.success",
-            json!({"webhook_url": receiver.url("/third")}),
-        ))
-        .await;
+    let third = send("/third").await;
     app.wait_for_status(&delivery_id(&third, 0), "succeeded", WAIT)
         .await;
     assert_eq!(handed_off().await, before + 2.0);

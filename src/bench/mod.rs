@@ -27,12 +27,27 @@ const API_KEY: &str = "bench-key";
 const BATCH_SIZE: usize = 100;
 const FANOUT: usize = 10;
 
+/// What to run; also the `hookgate bench` command line.
+#[derive(clap::Args)]
 pub struct BenchOptions {
+    /// Scenarios to run (repeatable; all when none): direct, single, batch, plugin, fanout,
+    /// backlog.
+    #[arg(long = "scenario")]
     pub scenarios: Vec<String>,
+    /// Events per scenario.
+    #[arg(long, default_value_t = 20_000)]
     pub events: usize,
+    /// Deliveries queued in the backlog scenario.
+    #[arg(long, default_value_t = 1_000_000)]
     pub backlog_events: usize,
+    /// Fixed event rate per second instead of saturation.
+    #[arg(long)]
     pub rate: Option<u64>,
+    /// Concurrent producers.
+    #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Write the figures as JSON here.
+    #[arg(long)]
     pub json: Option<PathBuf>,
 }
 
@@ -66,7 +81,11 @@ pub async fn run(options: BenchOptions) -> Result<BTreeMap<String, Figures>> {
     }
     let mut results = BTreeMap::new();
     // `direct` runs first so every other scenario can be put beside it.
-    let mut ordered = options.scenarios.clone();
+    let mut ordered = if options.scenarios.is_empty() {
+        SCENARIOS.iter().map(|name| (*name).to_owned()).collect()
+    } else {
+        options.scenarios.clone()
+    };
     ordered.sort_by_key(|name| name != "direct");
     for name in ordered {
         eprintln!("bench: running {name} ...");

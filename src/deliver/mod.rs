@@ -44,7 +44,7 @@ pub struct DeliveryContext {
 pub struct Engine {
     context: Arc<DeliveryContext>,
     /// Notified when new deliveries are queued or a saturated destination frees a slot.
-    wake: Arc<Notify>,
+    wake: Notify,
     global: Arc<Semaphore>,
     per_destination_limit: usize,
     /// Slots in use per concurrency key.
@@ -95,13 +95,13 @@ const DEEP_SCAN_MAX_INTERVAL: Duration = Duration::from_millis(200);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 impl Engine {
-    pub fn new(context: Arc<DeliveryContext>, wake: Arc<Notify>) -> Arc<Self> {
+    pub fn new(context: Arc<DeliveryContext>) -> Arc<Self> {
         let delivery = &context.config.delivery;
         Arc::new(Engine {
             global: Arc::new(Semaphore::new(delivery.max_in_flight)),
             per_destination_limit: delivery.max_in_flight_per_destination,
             context,
-            wake,
+            wake: Notify::new(),
             in_flight: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
@@ -112,7 +112,7 @@ impl Engine {
 
     /// Lease length: long enough to outlive any attempt, short enough that a dead node's
     /// work comes back soon.
-    pub fn lease_ms(&self) -> i64 {
+    fn lease_ms(&self) -> i64 {
         let config = &self.context.config;
         (config.retry.request_timeout_ms.max(120_000) + config.plugins.timeout_ms + 30_000) as i64
     }
@@ -144,11 +144,14 @@ impl Engine {
     fn slot(self: &Arc<Self>, key: &str) -> Option<Slot> {
         let permit = self.global.clone().try_acquire_owned().ok()?;
         let mut counts = self.in_flight.lock().ok()?;
-        let count = counts.entry(key.to_owned()).or_default();
-        if *count >= self.per_destination_limit {
-            return None;
+        // Look up before inserting: the key is allocated only for a destination's first slot.
+        match counts.get_mut(key) {
+            Some(count) if *count >= self.per_destination_limit => return None,
+            Some(count) => *count += 1,
+            None => {
+                counts.insert(key.to_owned(), 1);
+            }
         }
-        *count += 1;
         Some(Slot {
             engine: self.clone(),
             key: key.to_owned(),

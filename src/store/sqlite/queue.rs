@@ -67,7 +67,7 @@ impl SqliteStore {
         budget: ClaimBudget,
     ) -> Result<ClaimBatch, StoreError> {
         let (rows, next_due_at) = self
-            .write_relaxed(move |conn| claim(conn, limit, lease_ms, &budget))
+            .write_relaxed(move |conn| claim(conn, limit, lease_ms, budget))
             .await?;
         let mut deliveries = Vec::with_capacity(rows.len());
         let mut unreadable = Vec::new();
@@ -443,7 +443,7 @@ fn claim(
     conn: &Connection,
     limit: usize,
     lease_ms: i64,
-    budget: &ClaimBudget,
+    budget: ClaimBudget,
 ) -> Result<(Vec<ClaimedRow>, Option<UnixMillis>), StoreError> {
     let now = now_millis();
     let lease_token = uuid::Uuid::new_v4().to_string();
@@ -453,7 +453,7 @@ fn claim(
     // normally, a deep one when the caller asks because full destinations may be hiding
     // others' due work behind their backlog. Choosing here rather than in SQL (a window
     // function ranking per destination) spares a sort and a JSON parse per claim.
-    let mut room = budget.in_flight.clone();
+    let mut room = budget.in_flight;
     let mut chosen = Vec::with_capacity(limit);
     {
         let mut due = conn.prepare_cached(
