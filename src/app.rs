@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::deliver::{DeliveryContext, Engine, client::HttpClient};
 use crate::domain::DestinationSource;
 use crate::egress::EgressGuard;
+use crate::ingest::{Ingest, Route};
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
 use crate::routing::Checks;
@@ -83,14 +84,22 @@ impl App {
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let ingest = Ingest {
+            store: store.clone(),
+            engine: engine.clone(),
+            plugins: plugins.clone(),
+            egress: egress.clone(),
+            metrics: metrics.clone(),
+            routes: routes.into(),
+            limits: config.limits.clone(),
+        };
         let state = Arc::new(ApiState {
             config,
             store,
             plugins,
             egress,
             metrics,
-            engine: engine.clone(),
-            routes,
+            ingest,
             api_keys: api_keys.clone(),
         });
         Ok(App {
@@ -151,7 +160,7 @@ fn validate_routes(
     config: &Config,
     egress: &EgressGuard,
     plugins: &PluginHost,
-) -> Result<Vec<(Option<String>, crate::routing::Subscription)>> {
+) -> Result<Vec<Route>> {
     let plugin_exists = |name: &str| plugins.exists(name);
     let checks = Checks {
         egress,

@@ -4,6 +4,8 @@
 //!
 //! - [`api`]: the HTTP API (axum). Ingestion, saved webhook configurations, operations,
 //!   health and metrics; the only place errors become HTTP responses.
+//! - [`ingest`]: the ingest use-case: validate events, route them, commit each with its
+//!   deliveries, hand the committed deliveries to the engine. No HTTP types.
 //! - [`routing`]: validates webhook configurations and picks an event's destinations. Pure.
 //! - [`store`]: the durable queue (SQLite by default): events and deliveries enqueued in one
 //!   transaction, claimed with leases, finished, retried. The only hand-off from ingest to
@@ -22,6 +24,7 @@ pub mod config;
 pub mod deliver;
 pub mod domain;
 pub mod egress;
+pub mod ingest;
 pub mod metrics;
 pub mod plugin;
 pub mod routing;

@@ -99,6 +99,20 @@ pub struct Checks<'a> {
 }
 
 impl WebhookConfig {
+    /// A saved configuration as ingest validates it: the stored settings with the secret,
+    /// which the store keeps apart, put back.
+    pub fn from_saved(
+        settings: &serde_json::Value,
+        signing_secret: Option<&str>,
+    ) -> Result<WebhookConfig, String> {
+        let mut fields = settings.clone();
+        if let (Some(secret), Some(object)) = (signing_secret, fields.as_object_mut()) {
+            object.insert("webhook_signing_secret".into(), secret.into());
+        }
+        serde_json::from_value(fields)
+            .map_err(|error| format!("stored configuration is unreadable: {error}"))
+    }
+
     /// Validate every field; `path` prefixes field names in errors (`webhook_configurations[2]`).
     pub fn validate(
         &self,

@@ -3,7 +3,7 @@
 //! write-only: responses say only whether one is set.
 
 use super::{ApiError, ApiState, parse_json};
-use crate::domain::DestinationSource;
+use crate::domain::{ConfigId, DestinationSource};
 use crate::routing::{Checks, WebhookConfig};
 use crate::store::SavedConfig;
 use axum::body::Bytes;
@@ -51,7 +51,7 @@ pub struct PageQuery {
 
 #[derive(Debug, Serialize)]
 pub struct WebhookConfigResponse {
-    id: String,
+    id: ConfigId,
     has_secret: bool,
     tenant_id: String,
     tenant_type: &'static str,
@@ -96,16 +96,6 @@ fn response(config: &SavedConfig) -> WebhookConfigResponse {
         created_at: config.created_at.clone(),
         updated_at: config.updated_at.clone(),
     }
-}
-
-/// The stored settings plus the secret, as the configuration ingest validates.
-pub fn to_webhook_config(config: &SavedConfig) -> Result<WebhookConfig, String> {
-    let mut fields = config.settings.clone();
-    if let (Some(secret), Some(object)) = (&config.signing_secret, fields.as_object_mut()) {
-        object.insert(SECRET_FIELD.into(), secret.clone().into());
-    }
-    serde_json::from_value(fields)
-        .map_err(|error| format!("stored configuration is unreadable: {error}"))
 }
 
 /// Validate a full set of fields; returns the settings to store and the secret apart.
@@ -153,7 +143,7 @@ async fn create(
     let saved = state
         .store
         .insert_config(SavedConfig {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: ConfigId::generate(),
             tenant_id: scope.project_id.unwrap_or_else(|| DEFAULT_TENANT.into()),
             settings,
             signing_secret,
@@ -224,7 +214,7 @@ async fn list_v2(
 
 async fn read(
     State(state): State<Arc<ApiState>>,
-    Path(config_id): Path<String>,
+    Path(config_id): Path<ConfigId>,
     scope: Result<Query<Scope>, QueryRejection>,
 ) -> Result<Json<WebhookConfigResponse>, ApiError> {
     let Query(scope) = scope.map_err(super::ops::query_error)?;
@@ -237,7 +227,7 @@ async fn read(
 /// so a project can neither read, change nor delete it, nor learn that it exists.
 async fn scoped_config(
     state: &ApiState,
-    config_id: &str,
+    config_id: &ConfigId,
     scope: &Scope,
 ) -> Result<SavedConfig, ApiError> {
     state
@@ -255,7 +245,7 @@ async fn scoped_config(
 
 async fn update(
     State(state): State<Arc<ApiState>>,
-    Path(config_id): Path<String>,
+    Path(config_id): Path<ConfigId>,
     scope: Result<Query<Scope>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<WebhookConfigResponse>, ApiError> {
@@ -287,7 +277,7 @@ async fn update(
 
 async fn remove(
     State(state): State<Arc<ApiState>>,
-    Path(config_id): Path<String>,
+    Path(config_id): Path<ConfigId>,
     scope: Result<Query<Scope>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Query(scope) = scope.map_err(super::ops::query_error)?;
@@ -299,6 +289,9 @@ async fn remove(
     }
 }
 
-fn not_found(config_id: &str) -> ApiError {
-    ApiError::not_found(format!("webhook configuration {config_id:?} not found"))
+fn not_found(config_id: &ConfigId) -> ApiError {
+    ApiError::not_found(format!(
+        "webhook configuration {:?} not found",
+        config_id.as_str()
+    ))
 }

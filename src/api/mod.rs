@@ -1,19 +1,16 @@
 //! The HTTP API (axum): routers, authentication, request parsing, and the one mapping from
 //! errors to `{"detail": ...}` responses. Handlers are thin; the work is in plain functions
-//! (`ingest::accept`, ...) that tests and the benchmark can call too.
+//! (`Ingest::accept`, the store's verbs) that tests and the benchmark can call too.
 
 mod configs;
 mod events;
 mod ops;
 
-pub use events::{IngestEvent, accept_events};
-
 use crate::config::Config;
-use crate::deliver::Engine;
 use crate::egress::EgressGuard;
+use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
-use crate::routing::Subscription;
 use crate::store::{Store, StoreError};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -31,10 +28,8 @@ pub struct ApiState {
     pub plugins: PluginHost,
     pub egress: EgressGuard,
     pub metrics: Arc<Metrics>,
-    /// Takes deliveries straight from ingest, and is told when some wait in the store.
-    pub engine: Arc<Engine>,
-    /// Operator routes, validated at startup, with their optional project scope.
-    pub routes: Vec<(Option<String>, Subscription)>,
+    /// Accepts events: validates, routes, commits, and tells the engine.
+    pub ingest: Ingest,
     pub api_keys: Vec<String>,
 }
 
@@ -112,13 +107,24 @@ impl From<crate::routing::FieldError> for ApiError {
     }
 }
 
+/// How long a client should wait before retrying after a 503: the store is usually back
+/// (a reconnect, a failover) within a few seconds.
+const RETRY_AFTER_SECONDS: &str = "2";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             axum::Json(serde_json::json!({ "detail": self.detail })),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }
 

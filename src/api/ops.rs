@@ -3,6 +3,7 @@
 
 use super::{ApiError, ApiState};
 use crate::domain::DeliveryStatus;
+use crate::domain::{DeliveryId, EventId};
 use crate::store::{DeliveryView, EventView};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -14,26 +15,28 @@ use std::sync::Arc;
 
 pub async fn event(
     State(state): State<Arc<ApiState>>,
-    Path(event_id): Path<String>,
+    Path(event_id): Path<EventId>,
 ) -> Result<Json<EventView>, ApiError> {
     state
         .store
         .event(&event_id)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("event {event_id:?} not found")))
+        .ok_or_else(|| ApiError::not_found(format!("event {:?} not found", event_id.as_str())))
 }
 
 pub async fn delivery(
     State(state): State<Arc<ApiState>>,
-    Path(delivery_id): Path<String>,
+    Path(delivery_id): Path<DeliveryId>,
 ) -> Result<Json<DeliveryView>, ApiError> {
     state
         .store
         .delivery(&delivery_id)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("delivery {delivery_id:?} not found")))
+        .ok_or_else(|| {
+            ApiError::not_found(format!("delivery {:?} not found", delivery_id.as_str()))
+        })
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,14 +90,15 @@ pub async fn deliveries(
 
 pub async fn redeliver(
     State(state): State<Arc<ApiState>>,
-    Path(delivery_id): Path<String>,
+    Path(delivery_id): Path<DeliveryId>,
 ) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
-    let view = state
-        .store
-        .redeliver(&delivery_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("delivery {delivery_id:?} not found")))?;
-    state.engine.queued_in_store();
+    let view = state.store.redeliver(&delivery_id).await?.ok_or_else(|| {
+        ApiError::not_found(format!("delivery {:?} not found", delivery_id.as_str()))
+    })?;
+    state
+        .ingest
+        .engine
+        .committed(crate::deliver::Handover::requeued(), &[]);
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 

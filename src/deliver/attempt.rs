@@ -97,7 +97,7 @@ async fn send_once(
     let mut outgoing = request::build(delivery, &context.config.user_agent);
     if let Some(plugin) = &destination.transform {
         let input = TransformInput {
-            event_id: delivery.event_id.clone(),
+            event_id: delivery.event_id.to_string(),
             event_type: delivery.event_type.clone(),
             timestamp: delivery.timestamp,
             payload: delivery.payload.clone(),
@@ -127,7 +127,7 @@ async fn send_once(
     request::sign(
         &mut outgoing,
         destination,
-        &delivery.event_id,
+        delivery.event_id.as_str(),
         now_millis() / 1000,
     );
     match context.client.send(outgoing, policy.request_timeout).await {

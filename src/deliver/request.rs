@@ -20,7 +20,10 @@ pub fn build(delivery: &ClaimedDelivery, user_agent: &str) -> OutgoingRequest {
     let mut headers = Vec::with_capacity(4 + destination.headers.len());
     headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
     headers.push(("User-Agent".to_owned(), user_agent.to_owned()));
-    headers.push(("X-Webhook-Event-ID".to_owned(), delivery.event_id.clone()));
+    headers.push((
+        "X-Webhook-Event-ID".to_owned(),
+        delivery.event_id.to_string(),
+    ));
     headers.push((
         "X-Webhook-Event-Type".to_owned(),
         delivery.event_type.clone(),

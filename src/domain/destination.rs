@@ -44,7 +44,7 @@ pub struct RetryOverride {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DestinationSource {
     Inline,
-    Saved { config_id: String },
+    Saved { config_id: super::ConfigId },
     Route { name: String },
 }
 

@@ -4,9 +4,11 @@
 
 mod destination;
 mod event;
+mod ids;
 
 pub use destination::{Destination, DestinationSource, OutputFormat, RetryOverride};
 pub use event::{EventType, Payload, UnknownEventType};
+pub use ids::{ConfigId, DeliveryId, EventId, LeaseToken};
 
 use serde::{Deserialize, Serialize};
 

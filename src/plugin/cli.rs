@@ -4,7 +4,9 @@
 use super::{PluginHost, TransformInput, TransformOutcome};
 use crate::config::PluginLimitsConfig;
 use crate::deliver::request;
-use crate::domain::{Destination, DestinationSource, EventType, OutputFormat, Payload};
+use crate::domain::{
+    DeliveryId, Destination, DestinationSource, EventId, EventType, LeaseToken, OutputFormat,
+};
 use crate::store::ClaimedDelivery;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ pub async fn run(
 ) -> Result<()> {
     let text = std::fs::read_to_string(event_file)
         .with_context(|| format!("reading {}", event_file.display()))?;
-    let event: crate::api::IngestEvent = serde_json::from_str(&text)
+    let event: crate::ingest::IngestEvent = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an event", event_file.display()))?;
     let event_type = EventType::parse(&event.event_type)?;
     let config_json = match config {
@@ -31,15 +33,10 @@ pub async fn run(
     let event_id = event
         .event_id
         .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .map_or_else(EventId::generate, EventId::from);
     let data = event.data.clone().unwrap_or_else(|| serde_json::json!({}));
-    let timestamp = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
-    let payload = serde_json::to_string(&Payload {
-        event_id: &event_id,
-        event_type,
-        timestamp,
-        data: &data,
-    })?;
+    let timestamp = crate::ingest::unix_seconds_now();
+    let payload = crate::ingest::payload_json(&event_id, event_type, timestamp, &data)?;
     let plugins_dir = plugins_dir
         .or_else(|| std::env::var_os("HOOKGATE_PLUGINS_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("data/plugins"));
@@ -49,8 +46,8 @@ pub async fn run(
         bail!("no plugin named {name:?}; installed: {}", names.join(", "));
     }
     let delivery = ClaimedDelivery {
-        id: "preview".into(),
-        lease_token: String::new(),
+        id: DeliveryId::from("preview"),
+        lease_token: LeaseToken::from(""),
         event_id: event_id.clone(),
         event_type: event_type.as_str().into(),
         timestamp,
@@ -70,7 +67,7 @@ pub async fn run(
     };
     let outgoing = request::build(&delivery, "llamaindex-webhook-service/1.0");
     let input = TransformInput {
-        event_id,
+        event_id: event_id.to_string(),
         event_type: event_type.as_str().into(),
         timestamp,
         payload: delivery.payload.clone(),

@@ -13,7 +13,9 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::domain::{Attempt, DeliveryStatus, Destination, UnixMillis};
+use crate::domain::{
+    Attempt, ConfigId, DeliveryId, DeliveryStatus, Destination, EventId, LeaseToken, UnixMillis,
+};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -32,7 +34,7 @@ pub enum StoreError {
 /// An accepted event with the deliveries routing produced for it.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub id: String,
+    pub id: EventId,
     pub event_type: String,
     pub project_id: Option<String>,
     pub timestamp: f64,
@@ -43,7 +45,7 @@ pub struct NewEvent {
 
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
-    pub id: String,
+    pub id: DeliveryId,
     pub destination: Destination,
     /// Set when the engine takes the delivery straight from ingest: it is stored in flight
     /// under this lease instead of queued.
@@ -53,20 +55,20 @@ pub struct NewDelivery {
 /// A lease on deliveries: its token guards every later write, and it ends at `until`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
-    pub token: String,
+    pub token: LeaseToken,
     pub until: UnixMillis,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DeliverySummary {
-    pub id: String,
+    pub id: DeliveryId,
     pub webhook_url: String,
     pub status: DeliveryStatus,
 }
 
 #[derive(Debug, Clone)]
 pub struct EnqueueOutcome {
-    pub event_id: String,
+    pub event_id: EventId,
     /// True when the event id was already stored: nothing new was queued.
     pub duplicate: bool,
     pub deliveries: Vec<DeliverySummary>,
@@ -75,9 +77,9 @@ pub struct EnqueueOutcome {
 /// A delivery a worker holds a lease on.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
-    pub id: String,
-    pub lease_token: String,
-    pub event_id: String,
+    pub id: DeliveryId,
+    pub lease_token: LeaseToken,
+    pub event_id: EventId,
     pub event_type: String,
     pub timestamp: f64,
     pub payload: Arc<str>,
@@ -115,8 +117,8 @@ pub enum AttemptOutcome {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryView {
-    pub id: String,
-    pub event_id: String,
+    pub id: DeliveryId,
+    pub event_id: EventId,
     pub event_type: String,
     pub webhook_url: String,
     pub status: DeliveryStatus,
@@ -136,7 +138,7 @@ pub struct DeliveryView {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EventView {
-    pub event_id: String,
+    pub event_id: EventId,
     pub event_type: String,
     pub project_id: Option<String>,
     pub timestamp: f64,
@@ -147,7 +149,7 @@ pub struct EventView {
 /// A saved webhook configuration, secrets included; the API layer decides what to show.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SavedConfig {
-    pub id: String,
+    pub id: ConfigId,
     pub tenant_id: String,
     /// The configuration fields except the secret, as the API accepted them.
     pub settings: serde_json::Value,
@@ -206,21 +208,27 @@ impl Store {
     }
 
     /// Give claimed deliveries back untouched (shutdown, or a destination over its limit).
-    pub async fn release(&self, leases: Vec<(String, String)>) -> Result<(), StoreError> {
+    pub async fn release(&self, leases: Vec<(DeliveryId, LeaseToken)>) -> Result<(), StoreError> {
         dispatch!(self, s => s.release(leases).await)
     }
 
     /// Queue a finished delivery again with a fresh retry budget.
-    pub async fn redeliver(&self, delivery_id: &str) -> Result<Option<DeliveryView>, StoreError> {
-        dispatch!(self, s => s.redeliver(delivery_id.to_owned()).await)
+    pub async fn redeliver(
+        &self,
+        delivery_id: &DeliveryId,
+    ) -> Result<Option<DeliveryView>, StoreError> {
+        dispatch!(self, s => s.redeliver(delivery_id.clone()).await)
     }
 
-    pub async fn event(&self, event_id: &str) -> Result<Option<EventView>, StoreError> {
-        dispatch!(self, s => s.event(event_id.to_owned()).await)
+    pub async fn event(&self, event_id: &EventId) -> Result<Option<EventView>, StoreError> {
+        dispatch!(self, s => s.event(event_id.clone()).await)
     }
 
-    pub async fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryView>, StoreError> {
-        dispatch!(self, s => s.delivery(delivery_id.to_owned()).await)
+    pub async fn delivery(
+        &self,
+        delivery_id: &DeliveryId,
+    ) -> Result<Option<DeliveryView>, StoreError> {
+        dispatch!(self, s => s.delivery(delivery_id.clone()).await)
     }
 
     /// Deliveries newest first; `before_seq` is the cursor from the previous page.
@@ -258,16 +266,16 @@ impl Store {
         dispatch!(self, s => s.update_config(config).await)
     }
 
-    pub async fn config(&self, config_id: &str) -> Result<Option<SavedConfig>, StoreError> {
-        dispatch!(self, s => s.config(config_id.to_owned()).await)
+    pub async fn config(&self, config_id: &ConfigId) -> Result<Option<SavedConfig>, StoreError> {
+        dispatch!(self, s => s.config(config_id.clone()).await)
     }
 
-    pub async fn configs_by_id(&self, ids: Vec<String>) -> Result<Vec<SavedConfig>, StoreError> {
+    pub async fn configs_by_id(&self, ids: Vec<ConfigId>) -> Result<Vec<SavedConfig>, StoreError> {
         dispatch!(self, s => s.configs_by_id(ids).await)
     }
 
-    pub async fn delete_config(&self, config_id: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.delete_config(config_id.to_owned()).await)
+    pub async fn delete_config(&self, config_id: &ConfigId) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete_config(config_id.clone()).await)
     }
 
     /// Configurations of a tenant (all tenants when `None`), newest first.

@@ -1,6 +1,7 @@
 //! Saved webhook configurations on SQLite.
 
 use super::SqliteStore;
+use crate::domain::ConfigId;
 use crate::store::{Page, SavedConfig, StoreError};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -14,7 +15,7 @@ impl SqliteStore {
                 "INSERT INTO webhook_configs (id, tenant_id, settings, signing_secret, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
-                    config.id,
+                    config.id.as_str(),
                     config.tenant_id,
                     settings,
                     config.signing_secret,
@@ -38,25 +39,31 @@ impl SqliteStore {
             let settings = config.settings.to_string();
             let updated = conn.execute(
                 "UPDATE webhook_configs SET settings = ?1, signing_secret = ?2, updated_at = ?3 WHERE id = ?4",
-                params![settings, config.signing_secret, config.updated_at, config.id],
+                params![
+                    settings,
+                    config.signing_secret,
+                    config.updated_at,
+                    config.id.as_str()
+                ],
             )?;
             if updated == 0 {
                 return Ok(None);
             }
-            config_by_id(conn, &config.id)
+            config_by_id(conn, config.id.as_str())
         })
         .await
     }
 
-    pub async fn config(&self, config_id: String) -> Result<Option<SavedConfig>, StoreError> {
-        self.read(move |conn| config_by_id(conn, &config_id)).await
+    pub async fn config(&self, config_id: ConfigId) -> Result<Option<SavedConfig>, StoreError> {
+        self.read(move |conn| config_by_id(conn, config_id.as_str()))
+            .await
     }
 
-    pub async fn configs_by_id(&self, ids: Vec<String>) -> Result<Vec<SavedConfig>, StoreError> {
+    pub async fn configs_by_id(&self, ids: Vec<ConfigId>) -> Result<Vec<SavedConfig>, StoreError> {
         self.read(move |conn| {
             let mut found = Vec::with_capacity(ids.len());
             for id in ids {
-                if let Some(config) = config_by_id(conn, &id)? {
+                if let Some(config) = config_by_id(conn, id.as_str())? {
                     found.push(config);
                 }
             }
@@ -65,9 +72,12 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn delete_config(&self, config_id: String) -> Result<bool, StoreError> {
+    pub async fn delete_config(&self, config_id: ConfigId) -> Result<bool, StoreError> {
         self.write(move |conn| {
-            Ok(conn.execute("DELETE FROM webhook_configs WHERE id = ?1", [config_id])? > 0)
+            Ok(conn.execute(
+                "DELETE FROM webhook_configs WHERE id = ?1",
+                [config_id.as_str()],
+            )? > 0)
         })
         .await
     }
@@ -134,7 +144,7 @@ fn saved_config(row: &Row<'_>) -> rusqlite::Result<SavedConfig> {
     let settings: String = row.get(3)?;
     Ok(SavedConfig {
         seq: row.get(0)?,
-        id: row.get(1)?,
+        id: ConfigId::from(row.get::<_, String>(1)?),
         tenant_id: row.get(2)?,
         settings: serde_json::from_str(&settings).unwrap_or(serde_json::Value::Null),
         signing_secret: row.get(4)?,

@@ -1,7 +1,9 @@
 //! The delivery queue on SQLite: enqueue, claim, finish, release, redeliver and look-ups.
 
 use super::SqliteStore;
-use crate::domain::{Attempt, DeliveryStatus, Destination, UnixMillis, now_millis};
+use crate::domain::{
+    Attempt, DeliveryId, DeliveryStatus, Destination, EventId, LeaseToken, UnixMillis, now_millis,
+};
 use crate::store::{
     AttemptOutcome, ClaimBatch, ClaimBudget, ClaimedDelivery, DeliverySummary, DeliveryView,
     EnqueueOutcome, EventView, NewEvent, Page, StoreError,
@@ -74,9 +76,9 @@ impl SqliteStore {
         for row in rows {
             match serde_json::from_str::<Destination>(&row.destination) {
                 Ok(destination) => deliveries.push(ClaimedDelivery {
-                    id: row.id,
-                    lease_token: row.lease_token,
-                    event_id: row.event_id,
+                    id: DeliveryId::from(row.id),
+                    lease_token: LeaseToken::from(row.lease_token),
+                    event_id: EventId::from(row.event_id),
                     event_type: row.event_type,
                     timestamp: row.timestamp,
                     payload: row.payload,
@@ -87,8 +89,8 @@ impl SqliteStore {
                 // One unreadable row must not hold up the rest of the claim: it is
                 // dead-lettered with the reason, and the others go out.
                 Err(error) => unreadable.push((
-                    row.id,
-                    row.lease_token,
+                    DeliveryId::from(row.id),
+                    LeaseToken::from(row.lease_token),
                     format!("stored destination is unreadable: {error}"),
                 )),
             }
@@ -104,7 +106,7 @@ impl SqliteStore {
                      WHERE id = ?2 AND lease_token = ?3",
                 )?;
                 for (id, lease_token, reason) in unreadable {
-                    fail.execute(params![reason, id, lease_token])?;
+                    fail.execute(params![reason, id.as_str(), lease_token.as_str()])?;
                 }
                 Ok(())
             })
@@ -118,8 +120,8 @@ impl SqliteStore {
 
     pub async fn finish_attempt(
         &self,
-        delivery_id: String,
-        lease_token: String,
+        delivery_id: DeliveryId,
+        lease_token: LeaseToken,
         attempt: Attempt,
         outcome: AttemptOutcome,
     ) -> Result<bool, StoreError> {
@@ -143,8 +145,8 @@ impl SqliteStore {
                     attempt.number,
                     attempt.error,
                     now,
-                    delivery_id,
-                    lease_token
+                    delivery_id.as_str(),
+                    lease_token.as_str()
                 ])?;
             if updated == 0 {
                 return Ok(false);
@@ -154,7 +156,7 @@ impl SqliteStore {
                  response_status, error, response_body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
-                delivery_id,
+                delivery_id.as_str(),
                 attempt.number,
                 attempt.started_at,
                 attempt.duration_ms as i64,
@@ -167,7 +169,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn release(&self, leases: Vec<(String, String)>) -> Result<(), StoreError> {
+    pub async fn release(&self, leases: Vec<(DeliveryId, LeaseToken)>) -> Result<(), StoreError> {
         self.write_relaxed(move |conn| {
             let mut release = conn.prepare_cached(
                 "UPDATE deliveries SET status = 'queued', lease_token = NULL, due_at = ?1 \
@@ -175,14 +177,17 @@ impl SqliteStore {
             )?;
             let now = now_millis();
             for (delivery_id, lease_token) in leases {
-                release.execute(params![now, delivery_id, lease_token])?;
+                release.execute(params![now, delivery_id.as_str(), lease_token.as_str()])?;
             }
             Ok(())
         })
         .await
     }
 
-    pub async fn redeliver(&self, delivery_id: String) -> Result<Option<DeliveryView>, StoreError> {
+    pub async fn redeliver(
+        &self,
+        delivery_id: DeliveryId,
+    ) -> Result<Option<DeliveryView>, StoreError> {
         let id = delivery_id.clone();
         // Queued or in-flight deliveries are left as they are: redelivery is idempotent.
         self.write(move |conn| {
@@ -190,7 +195,7 @@ impl SqliteStore {
                 conn.execute(
                     "UPDATE deliveries SET status = 'queued', due_at = ?1, budget_start = attempts, \
                      updated_at = ?1, last_error = NULL WHERE id = ?2 AND status NOT IN ('queued', 'in_flight')",
-                    params![now, id],
+                    params![now, id.as_str()],
                 )?;
                 Ok(())
             })
@@ -198,12 +203,12 @@ impl SqliteStore {
         self.delivery(delivery_id).await
     }
 
-    pub async fn event(&self, event_id: String) -> Result<Option<EventView>, StoreError> {
+    pub async fn event(&self, event_id: EventId) -> Result<Option<EventView>, StoreError> {
         self.read(move |conn| {
             let event = conn
                 .query_row(
                     "SELECT id, event_type, project_id, timestamp, payload FROM events WHERE id = ?1",
-                    [&event_id],
+                    [event_id.as_str()],
                     |row| {
                         Ok((
                             row.get::<_, String>(0)?,
@@ -223,12 +228,12 @@ impl SqliteStore {
                  WHERE d.event_id = ?1 ORDER BY d.seq"
             ))?;
             let deliveries = statement
-                .query_map([&event_id], delivery_view)?
+                .query_map([event_id.as_str()], delivery_view)?
                 .collect::<Result<Vec<_>, _>>()?;
             let payload = serde_json::from_str(&payload)
                 .map_err(|error| StoreError::Corrupt(format!("event payload: {error}")))?;
             Ok(Some(EventView {
-                event_id,
+                event_id: EventId::from(event_id),
                 event_type,
                 project_id,
                 timestamp,
@@ -239,7 +244,10 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn delivery(&self, delivery_id: String) -> Result<Option<DeliveryView>, StoreError> {
+    pub async fn delivery(
+        &self,
+        delivery_id: DeliveryId,
+    ) -> Result<Option<DeliveryView>, StoreError> {
         self.read(move |conn| {
             let view = conn
                 .query_row(
@@ -247,7 +255,7 @@ impl SqliteStore {
                         "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id \
                          WHERE d.id = ?1"
                     ),
-                    [&delivery_id],
+                    [delivery_id.as_str()],
                     delivery_view,
                 )
                 .optional()?;
@@ -259,7 +267,7 @@ impl SqliteStore {
                  FROM attempts WHERE delivery_id = ?1 ORDER BY number",
             )?;
             let attempts = statement
-                .query_map([&delivery_id], |row| {
+                .query_map([delivery_id.as_str()], |row| {
                     Ok(Attempt {
                         number: row.get(0)?,
                         started_at: row.get(1)?,
@@ -345,7 +353,7 @@ fn list_sql(status: Option<DeliveryStatus>) -> String {
 
 /// A delivery ready for its INSERT.
 struct DeliveryRow {
-    id: String,
+    id: DeliveryId,
     lease: Option<crate::store::Lease>,
     dest_key: String,
     url: String,
@@ -364,7 +372,7 @@ fn enqueue_one(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
-            event.id,
+            event.id.as_str(),
             event.event_type,
             event.project_id,
             event.timestamp,
@@ -376,10 +384,10 @@ fn enqueue_one(
             "SELECT id, webhook_url, status FROM deliveries WHERE event_id = ?1 ORDER BY seq",
         )?;
         let deliveries = existing
-            .query_map([&event.id], |row| {
+            .query_map([event.id.as_str()], |row| {
                 let status: String = row.get(2)?;
                 Ok(DeliverySummary {
-                    id: row.get(0)?,
+                    id: DeliveryId::from(row.get::<_, String>(0)?),
                     webhook_url: row.get(1)?,
                     status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Queued),
                 })
@@ -403,8 +411,8 @@ fn enqueue_one(
             None => ("queued", None, now),
         };
         insert.execute(params![
-            row.id,
-            event.id,
+            row.id.as_str(),
+            event.id.as_str(),
             row.dest_key,
             row.url,
             row.destination,
@@ -559,8 +567,8 @@ fn delivery_view(row: &Row<'_>) -> rusqlite::Result<DeliveryView> {
     let due_at: UnixMillis = row.get(8)?;
     Ok(DeliveryView {
         seq: row.get(0)?,
-        id: row.get(1)?,
-        event_id: row.get(2)?,
+        id: DeliveryId::from(row.get::<_, String>(1)?),
+        event_id: EventId::from(row.get::<_, String>(2)?),
         event_type: row.get(3)?,
         webhook_url: row.get(4)?,
         status,

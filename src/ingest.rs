@@ -1,0 +1,297 @@
+//! The ingest use-case (SPEC 8): validate producers' events, resolve their destinations
+//! (inline configurations, saved ones, operator routes), build each payload, and commit the
+//! events with all their deliveries in one store transaction; then tell the engine what was
+//! committed.
+//!
+//! In: [`IngestEvent`]s already parsed from JSON. Out: one [`Accepted`] per event, or an
+//! [`IngestError`] naming the first bad field. No HTTP types: the API, `hookgate plugin run`
+//! and tests call these functions directly, and only `api/` turns the errors into responses.
+
+use crate::config::LimitsConfig;
+use crate::deliver::Engine;
+use crate::domain::{ConfigId, DeliveryId, DestinationSource, EventId, EventType, Payload};
+use crate::egress::EgressGuard;
+use crate::metrics::Metrics;
+use crate::plugin::PluginHost;
+use crate::routing::{Checks, FieldError, Subscription, WebhookConfig, route};
+use crate::store::{DeliverySummary, NewDelivery, NewEvent, SavedConfig, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One event as a producer submits it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngestEvent {
+    pub event_type: String,
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+    #[serde(default)]
+    pub event_id: Option<String>,
+    #[serde(default)]
+    pub project_id: Option<String>,
+    #[serde(default)]
+    pub webhook_configurations: Option<Vec<WebhookConfig>>,
+    #[serde(default)]
+    pub webhook_configuration_ids: Option<Vec<String>>,
+}
+
+/// What the producer is told about one accepted event.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub event_id: EventId,
+    pub deliveries: Vec<DeliverySummary>,
+    /// Present and true when the event id had been accepted before: nothing new was queued.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// Why events were not accepted. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// A payload over the size limit; the field names where.
+    #[error("{0}")]
+    TooLarge(FieldError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An operator route: the subscription and the project it is limited to, if any.
+pub type Route = (Option<String>, Subscription);
+
+/// Everything accepting events needs, built once at start.
+#[derive(Clone)]
+pub struct Ingest {
+    pub store: Store,
+    pub engine: Arc<Engine>,
+    pub plugins: PluginHost,
+    pub egress: EgressGuard,
+    pub metrics: Arc<Metrics>,
+    pub routes: Arc<[Route]>,
+    pub limits: LimitsConfig,
+}
+
+impl Ingest {
+    /// Validate and enqueue `events` atomically: either every event is stored with its
+    /// deliveries, or none is and the error names the first bad field (`events[i].` prefixed
+    /// when `in_batch`). Returns once the store has committed.
+    pub async fn accept(
+        &self,
+        events: Vec<IngestEvent>,
+        in_batch: bool,
+    ) -> Result<Vec<Accepted>, IngestError> {
+        let saved = self.load_saved_configs(&events, in_batch).await?;
+        let timestamp = unix_seconds_now();
+        let mut prepared = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
+            let prefix = if in_batch {
+                format!("events[{index}].")
+            } else {
+                String::new()
+            };
+            prepared.push(self.prepare(event, &prefix, &saved, timestamp)?);
+        }
+        let handover = self.engine.reserve(&mut prepared);
+        // Stored and started in a task of its own: if the producer hangs up while the commit
+        // is pending, the caller is dropped, but deliveries committed in flight must still
+        // start.
+        let (store, engine, metrics) = (
+            self.store.clone(),
+            self.engine.clone(),
+            self.metrics.clone(),
+        );
+        let outcomes = tokio::spawn(async move {
+            let outcomes = store.enqueue(prepared).await?;
+            let new_events = outcomes.iter().filter(|outcome| !outcome.duplicate).count();
+            metrics.events_ingested.inc_by(new_events as u64);
+            let duplicates: Vec<bool> = outcomes.iter().map(|outcome| outcome.duplicate).collect();
+            engine.committed(handover, &duplicates);
+            Ok::<_, StoreError>(outcomes)
+        })
+        .await
+        .map_err(|error| StoreError::Corrupt(format!("the store task failed: {error}")))??;
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| Accepted {
+                event_id: outcome.event_id,
+                deliveries: outcome.deliveries,
+                duplicate: outcome.duplicate,
+            })
+            .collect())
+    }
+
+    /// Every saved configuration the events name, fetched in one store read; an id that does
+    /// not exist, or belongs to another project, is an error naming where it was given.
+    async fn load_saved_configs(
+        &self,
+        events: &[IngestEvent],
+        in_batch: bool,
+    ) -> Result<BTreeMap<ConfigId, SavedConfig>, IngestError> {
+        let mut ids: Vec<ConfigId> = events
+            .iter()
+            .flat_map(|event| event.webhook_configuration_ids.iter().flatten())
+            .map(|id| ConfigId::from(id.as_str()))
+            .collect();
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        ids.sort();
+        ids.dedup();
+        let found: BTreeMap<_, _> = self
+            .store
+            .configs_by_id(ids)
+            .await?
+            .into_iter()
+            .map(|config| (config.id.clone(), config))
+            .collect();
+        for (index, event) in events.iter().enumerate() {
+            for (position, id) in event.webhook_configuration_ids.iter().flatten().enumerate() {
+                let visible = found
+                    .get(&ConfigId::from(id.as_str()))
+                    .is_some_and(|config| {
+                        event
+                            .project_id
+                            .as_ref()
+                            .is_none_or(|project| *project == config.tenant_id)
+                    });
+                if !visible {
+                    let prefix = if in_batch {
+                        format!("events[{index}].")
+                    } else {
+                        String::new()
+                    };
+                    return Err(unknown_config(
+                        format!("{prefix}webhook_configuration_ids[{position}]"),
+                        id,
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// One event, checked and routed: its payload as it will be sent and a delivery per
+    /// destination.
+    fn prepare(
+        &self,
+        event: IngestEvent,
+        prefix: &str,
+        saved: &BTreeMap<ConfigId, SavedConfig>,
+        timestamp: f64,
+    ) -> Result<NewEvent, IngestError> {
+        let event_type = EventType::parse(&event.event_type)
+            .map_err(|error| FieldError::new(format!("{prefix}event_type"), error.to_string()))?;
+        let event_id = match &event.event_id {
+            Some(given) => EventId::from(
+                uuid::Uuid::parse_str(given)
+                    .map_err(|_| {
+                        FieldError::new(
+                            format!("{prefix}event_id"),
+                            format!("{given:?} is not a UUID"),
+                        )
+                    })?
+                    .to_string(),
+            ),
+            None => EventId::generate(),
+        };
+        let data = event
+            .data
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+        if !data.is_object() {
+            return Err(FieldError::new(format!("{prefix}data"), "must be a JSON object").into());
+        }
+        let plugin_exists = |name: &str| self.plugins.exists(name);
+        let checks = Checks {
+            egress: &self.egress,
+            plugin_exists: &plugin_exists,
+            allow_patterns: false,
+        };
+        let mut subscriptions: Vec<Subscription> = Vec::new();
+        for (index, config) in event.webhook_configurations.iter().flatten().enumerate() {
+            let path = format!("{prefix}webhook_configurations[{index}]");
+            subscriptions.push(config.validate(&path, &checks, DestinationSource::Inline)?);
+        }
+        for (index, id) in event.webhook_configuration_ids.iter().flatten().enumerate() {
+            let path = format!("{prefix}webhook_configuration_ids[{index}]");
+            let Some(stored) = saved.get(&ConfigId::from(id.as_str())) else {
+                return Err(unknown_config(path, id).into());
+            };
+            let config =
+                WebhookConfig::from_saved(&stored.settings, stored.signing_secret.as_deref())
+                    .map_err(|message| FieldError::new(path.clone(), message))?;
+            let source = DestinationSource::Saved {
+                config_id: stored.id.clone(),
+            };
+            let subscription = config.validate("", &checks, source).map_err(|error| {
+                FieldError::new(
+                    path.clone(),
+                    format!("saved configuration is no longer valid: {error}"),
+                )
+            })?;
+            subscriptions.push(subscription);
+        }
+        let mut destinations = route(event_type, &subscriptions);
+        for (scope, subscription) in self.routes.iter() {
+            let in_scope = scope
+                .as_ref()
+                .is_none_or(|project| event.project_id.as_ref() == Some(project));
+            if in_scope && subscription.filter.accepts(event_type) {
+                destinations.push(subscription.destination.clone());
+            }
+        }
+        let payload = payload_json(&event_id, event_type, timestamp, &data)
+            .map_err(|error| FieldError::new(format!("{prefix}data"), error.to_string()))?;
+        if payload.len() > self.limits.max_event_bytes {
+            return Err(IngestError::TooLarge(FieldError::new(
+                format!("{prefix}data"),
+                format!(
+                    "the event payload is {} bytes, over the limit of {} bytes",
+                    payload.len(),
+                    self.limits.max_event_bytes
+                ),
+            )));
+        }
+        Ok(NewEvent {
+            id: event_id,
+            event_type: event_type.as_str().to_owned(),
+            project_id: event.project_id,
+            timestamp,
+            payload,
+            deliveries: destinations
+                .into_iter()
+                .map(|destination| NewDelivery {
+                    id: DeliveryId::generate(),
+                    destination,
+                    lease: None,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// The payload of SPEC 3, exactly as it is stored and sent.
+pub fn payload_json(
+    event_id: &EventId,
+    event_type: EventType,
+    timestamp: f64,
+    data: &serde_json::Value,
+) -> serde_json::Result<String> {
+    serde_json::to_string(&Payload {
+        event_id: event_id.as_str(),
+        event_type,
+        timestamp,
+        data,
+    })
+}
+
+fn unknown_config(field: String, id: &str) -> FieldError {
+    FieldError::new(field, format!("no webhook configuration with id {id:?}"))
+}
+
+/// Now as Unix seconds with microseconds: the `timestamp` of SPEC 3.
+pub fn unix_seconds_now() -> f64 {
+    let now = chrono::Utc::now();
+    now.timestamp() as f64 + f64::from(now.timestamp_subsec_micros()) / 1e6
+}
