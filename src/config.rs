@@ -63,6 +63,10 @@ pub struct DeliveryConfig {
     pub poll_interval_ms: u64,
     /// Bytes of a response body kept on the attempt record.
     pub response_body_bytes: usize,
+    /// How long a claim or hand-over holds a delivery. The holder renews it every quarter of
+    /// this while the delivery runs or waits for a slot, so it bounds only how soon a dead
+    /// process's deliveries are taken up again, not how long an attempt may take.
+    pub lease_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +147,7 @@ impl Default for DeliveryConfig {
             claim_batch: 256,
             poll_interval_ms: 1_000,
             response_body_bytes: 1_024,
+            lease_ms: 20_000,
         }
     }
 }
@@ -274,6 +279,9 @@ impl Config {
             self.delivery.max_in_flight_per_destination =
                 number("HOOKGATE_MAX_IN_FLIGHT_PER_DESTINATION", value)?;
         }
+        if let Some(value) = lookup("HOOKGATE_LEASE_MS") {
+            self.delivery.lease_ms = number("HOOKGATE_LEASE_MS", value)?;
+        }
         if let Some(value) = lookup("HOOKGATE_PLUGIN_RELOAD_MS") {
             self.plugins.reload_interval_ms = number("HOOKGATE_PLUGIN_RELOAD_MS", value)?;
         }
@@ -308,6 +316,9 @@ impl Config {
         }
         if self.delivery.claim_batch == 0 {
             return invalid("delivery.claim_batch must be positive");
+        }
+        if self.delivery.lease_ms < 100 {
+            return invalid("delivery.lease_ms must be at least 100");
         }
         let mut names = std::collections::BTreeSet::new();
         for route in &self.routes {

@@ -227,3 +227,27 @@ async fn the_wal_starts_over_under_continuous_writes() {
         "WAL is {wal_size} bytes after {written} bytes of payloads: it never started over"
     );
 }
+
+/// A lease much shorter than the attempt: the engine renews it while the receiver takes its
+/// time, so the delivery is not claimed again and sent twice.
+#[tokio::test]
+async fn leases_are_renewed_while_a_slow_attempt_runs() {
+    let app = spawn_app_with(|config| config.delivery.lease_ms = 200).await;
+    let receiver = Receiver::start().await;
+    receiver.always(Answer::status(200).delay(Duration::from_millis(1_500)));
+    let accepted = app
+        .ingest(event_to(
+            "parse.success",
+            json!({"webhook_url": receiver.url("/slow")}),
+        ))
+        .await;
+    let delivery = app
+        .wait_for_status(
+            &delivery_id(&accepted, 0),
+            "succeeded",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(delivery["attempt_count"], 1, "{delivery:#}");
+    assert_eq!(receiver.count(), 1, "the slow attempt was sent again");
+}

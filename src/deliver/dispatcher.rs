@@ -7,9 +7,9 @@
 //!
 //! A claim may take up to twice a destination's slot count: what does not fit waits in
 //! memory, leased, and starts the moment a slot frees, so a busy destination's slots never
-//! wait on a store round trip and one claim serves many completions. Claims are leased for
-//! two attempts' time, since a held delivery may wait one attempt for its slot; one held
-//! longer than that is handed back rather than started on a short lease.
+//! wait on a store round trip and one claim serves many completions. The engine renews the
+//! leases of held deliveries with those of running ones, so a wait is not bounded by the
+//! lease.
 
 use super::Engine;
 use crate::domain::{DeliveryId, LeaseToken};
@@ -88,17 +88,12 @@ impl Dispatcher {
         }
     }
 
-    /// One round: start held deliveries whose slot has freed, hand back those held too
-    /// long, and claim once if the last claim was not just now and there is room.
+    /// One round: start held deliveries whose slot has freed, and claim once if the last
+    /// claim was not just now and there is room.
     pub async fn step(&mut self) -> Stepped {
         let engine = self.engine.clone();
         let config = engine.context.config.clone();
-        let stale = self.start_ready();
-        if !stale.is_empty()
-            && let Err(error) = engine.context.store.release(stale).await
-        {
-            tracing::warn!(%error, "releasing stale held deliveries failed; their leases will expire");
-        }
+        self.start_ready();
         // Let a few more completions and new events arrive, so one claim serves many
         // instead of one store round trip per freed slot.
         if let Some(since) = self.last_claim.map(|at| at.elapsed())
@@ -149,7 +144,7 @@ impl Dispatcher {
         let batch = match engine
             .context
             .store
-            .claim_due(limit, 2 * engine.lease_ms(), budget)
+            .claim_due(limit, engine.lease_ms(), budget)
             .await
         {
             Ok(batch) => {
@@ -227,52 +222,46 @@ impl Dispatcher {
         }
     }
 
-    /// Start every waiting delivery whose destination now has a free slot; returns the
-    /// leases of those held so long that less than one attempt's time is left on them.
-    fn start_ready(&mut self) -> Vec<(DeliveryId, LeaseToken)> {
-        let mut stale = Vec::new();
+    /// The leases of the deliveries held in memory, for the engine to renew.
+    pub fn held_leases(&self) -> impl Iterator<Item = (DeliveryId, LeaseToken)> + '_ {
+        self.ready
+            .queues
+            .values()
+            .flatten()
+            .map(|delivery| (delivery.id.clone(), delivery.lease_token.clone()))
+    }
+
+    /// Start every waiting delivery whose destination now has a free slot, oldest first.
+    fn start_ready(&mut self) {
         let ready = &mut self.ready;
         if ready.total == 0 {
-            return stale;
+            return;
         }
-        let max_wait = Duration::from_millis(self.engine.lease_ms().max(0) as u64);
         for (key, queue) in ready.queues.iter_mut() {
-            while let Some((claimed_at, _)) = queue.front() {
-                if claimed_at.elapsed() >= max_wait {
-                    if let Some((_, delivery)) = queue.pop_front() {
-                        ready.total -= 1;
-                        stale.push((delivery.id, delivery.lease_token));
-                    }
-                    continue;
-                }
+            while !queue.is_empty() {
                 let Some(slot) = self.engine.slot(key) else {
                     break;
                 };
-                if let Some((_, delivery)) = queue.pop_front() {
+                if let Some(delivery) = queue.pop_front() {
                     ready.total -= 1;
                     self.engine.start(delivery, slot);
                 }
             }
         }
         ready.queues.retain(|_, queue| !queue.is_empty());
-        stale
     }
 }
 
-/// Claimed deliveries waiting in memory for a slot, per concurrency key, oldest first, with
-/// when they were claimed.
+/// Claimed deliveries waiting in memory for a slot, per concurrency key, oldest first.
 #[derive(Default)]
 struct Ready {
-    queues: HashMap<String, VecDeque<(Instant, ClaimedDelivery)>>,
+    queues: HashMap<String, VecDeque<ClaimedDelivery>>,
     total: usize,
 }
 
 impl Ready {
     fn push(&mut self, key: String, delivery: ClaimedDelivery) {
-        self.queues
-            .entry(key)
-            .or_default()
-            .push_back((Instant::now(), delivery));
+        self.queues.entry(key).or_default().push_back(delivery);
         self.total += 1;
     }
 
@@ -281,7 +270,7 @@ impl Ready {
         self.queues
             .drain()
             .flat_map(|(_, queue)| queue)
-            .map(|(_, delivery)| (delivery.id, delivery.lease_token))
+            .map(|delivery| (delivery.id, delivery.lease_token))
             .collect()
     }
 }

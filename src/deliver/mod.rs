@@ -129,11 +129,41 @@ impl Engine {
         })
     }
 
-    /// Lease length: long enough to outlive any attempt, short enough that a dead node's
-    /// work comes back soon.
+    /// Lease length: renewed while held (see `renew_leases`), so it only has to outlast a
+    /// few missed renewals, and a dead process's deliveries come back this soon.
     fn lease_ms(&self) -> i64 {
-        let config = &self.context.config;
-        (config.retry.request_timeout_ms.max(120_000) + config.plugins.timeout_ms + 30_000) as i64
+        i64::try_from(self.context.config.delivery.lease_ms).unwrap_or(i64::MAX)
+    }
+
+    /// Extend the leases of every delivery this process runs or holds, in a task of its own
+    /// so a slow store write does not hold up claims.
+    fn renew_leases(&self, held: impl Iterator<Item = (DeliveryId, LeaseToken)>) {
+        let mut leases: Vec<(DeliveryId, LeaseToken)> = held.collect();
+        if let Ok(running) = self.leases.lock() {
+            leases.extend(
+                running
+                    .iter()
+                    .map(|(id, token)| (id.clone(), token.clone())),
+            );
+        }
+        if leases.is_empty() {
+            return;
+        }
+        let store = self.context.store.clone();
+        let until = crate::domain::now_millis() + self.lease_ms();
+        tokio::spawn(async move {
+            let asked = leases.len();
+            match store.renew_leases(leases, until).await {
+                Ok(renewed) if renewed < asked => tracing::debug!(
+                    lost = asked - renewed,
+                    "some leases had ended or been taken over; their results will be ignored"
+                ),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "renewing leases failed; they may expire and be sent again")
+                }
+            }
+        });
     }
 
     /// Before `events` are committed: lease every delivery whose destination has a free slot
@@ -264,20 +294,30 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Claim due deliveries while there is room, until `shutdown`; then drain.
+    /// Claim due deliveries while there is room and renew the leases held, until
+    /// `shutdown`; then drain.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut dispatcher = Dispatcher::new(self.clone());
+        let renew_every = Duration::from_millis(self.context.config.delivery.lease_ms / 4);
+        // Checked on every round, not only while idle: a dispatcher that claims without pause
+        // under load must still renew.
+        let mut next_renewal = tokio::time::Instant::now() + renew_every;
         loop {
             let stepped = dispatcher.step().await;
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if tokio::time::Instant::now() >= next_renewal {
+                self.renew_leases(dispatcher.held_leases());
+                next_renewal = tokio::time::Instant::now() + renew_every;
+            }
             let Some(wait) = stepped.wait() else {
-                if shutdown.is_cancelled() {
-                    break;
-                }
                 continue;
             };
             let woke = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => true,
+                _ = tokio::time::sleep_until(next_renewal) => continue,
                 _ = tokio::time::sleep(wait) => false,
             };
             // A retry or a lease falls due now: ingest must not overtake it.

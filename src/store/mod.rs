@@ -212,6 +212,16 @@ impl Store {
         dispatch!(self, s => s.release(leases).await)
     }
 
+    /// Extend the leases this process still holds to `until`; a lease another holder has
+    /// taken over is left alone. Returns how many were extended.
+    pub async fn renew_leases(
+        &self,
+        leases: Vec<(DeliveryId, LeaseToken)>,
+        until: UnixMillis,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.renew_leases(leases, until).await)
+    }
+
     /// Queue a finished delivery again with a fresh retry budget.
     pub async fn redeliver(
         &self,

@@ -184,6 +184,26 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn renew_leases(
+        &self,
+        leases: Vec<(DeliveryId, LeaseToken)>,
+        until: UnixMillis,
+    ) -> Result<usize, StoreError> {
+        self.write_relaxed(move |conn| {
+            let mut renew = conn.prepare_cached(
+                "UPDATE deliveries SET due_at = ?1 \
+                 WHERE id = ?2 AND lease_token = ?3 AND status = 'in_flight'",
+            )?;
+            let mut renewed = 0;
+            for (delivery_id, lease_token) in leases {
+                renewed +=
+                    renew.execute(params![until, delivery_id.as_str(), lease_token.as_str()])?;
+            }
+            Ok(renewed)
+        })
+        .await
+    }
+
     pub async fn redeliver(
         &self,
         delivery_id: DeliveryId,
