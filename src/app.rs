@@ -2,6 +2,7 @@
 //! binds the listener, and runs the API and the delivery engine until shutdown.
 
 use crate::api::{self, ApiState};
+use crate::cluster::Node;
 use crate::config::Config;
 use crate::deliver::{DeliveryContext, Engine, client::HttpClient};
 use crate::domain::DestinationSource;
@@ -27,6 +28,7 @@ pub struct App {
     listener: TcpListener,
     state: Arc<ApiState>,
     engine: Arc<Engine>,
+    node: Node,
     /// Held for the app's life: one process per data folder and per store file.
     _locks: (std::fs::File, Option<std::fs::File>),
     /// The API key clients must present (the first configured one, or the generated one).
@@ -84,6 +86,17 @@ impl App {
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let node = Node::new(
+            listener.local_addr()?.to_string(),
+            Duration::from_millis(config.delivery.node_heartbeat_ms),
+            store.clone(),
+            engine.clone(),
+            plugins.clone(),
+        );
+        // Known before the first claim: this node's share of every destination's cap.
+        node.beat()
+            .await
+            .context("registering this node in the store")?;
         let ingest = Ingest {
             store: store.clone(),
             engine: engine.clone(),
@@ -100,12 +113,14 @@ impl App {
             egress,
             metrics,
             ingest,
+            node_id: node.id.clone(),
             api_keys: api_keys.clone(),
         });
         Ok(App {
             listener,
             state,
             engine,
+            node,
             _locks: (data_lock, store_lock),
             api_key: api_keys[0].clone(),
         })
@@ -134,6 +149,8 @@ impl App {
         // deliveries over, and they must start before the engine drains.
         let engine_shutdown = CancellationToken::new();
         let engine = tokio::spawn(self.engine.run(engine_shutdown.clone()));
+        let node_shutdown = CancellationToken::new();
+        let node = tokio::spawn(self.node.run(node_shutdown.clone()));
         let router = api::router(state.clone());
         let serve = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -151,6 +168,8 @@ impl App {
         };
         engine_shutdown.cancel();
         engine.await.context("delivery engine panicked")?;
+        node_shutdown.cancel();
+        node.await.context("node heartbeat panicked")?;
         state.store.close();
         served.context("HTTP server failed")
     }

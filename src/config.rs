@@ -67,6 +67,9 @@ pub struct DeliveryConfig {
     /// this while the delivery runs or waits for a slot, so it bounds only how soon a dead
     /// process's deliveries are taken up again, not how long an attempt may take.
     pub lease_ms: u64,
+    /// How often this process reports itself in the store's node list. Nodes not heard from
+    /// for three of these are not counted when the destination caps are shared out.
+    pub node_heartbeat_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +151,7 @@ impl Default for DeliveryConfig {
             poll_interval_ms: 1_000,
             response_body_bytes: 1_024,
             lease_ms: 20_000,
+            node_heartbeat_ms: 5_000,
         }
     }
 }
@@ -282,6 +286,9 @@ impl Config {
         if let Some(value) = lookup("HOOKGATE_LEASE_MS") {
             self.delivery.lease_ms = number("HOOKGATE_LEASE_MS", value)?;
         }
+        if let Some(value) = lookup("HOOKGATE_NODE_HEARTBEAT_MS") {
+            self.delivery.node_heartbeat_ms = number("HOOKGATE_NODE_HEARTBEAT_MS", value)?;
+        }
         if let Some(value) = lookup("HOOKGATE_PLUGIN_RELOAD_MS") {
             self.plugins.reload_interval_ms = number("HOOKGATE_PLUGIN_RELOAD_MS", value)?;
         }
@@ -319,6 +326,9 @@ impl Config {
         }
         if self.delivery.lease_ms < 100 {
             return invalid("delivery.lease_ms must be at least 100");
+        }
+        if self.delivery.node_heartbeat_ms < 10 {
+            return invalid("delivery.node_heartbeat_ms must be at least 10");
         }
         let mut names = std::collections::BTreeSet::new();
         for route in &self.routes {

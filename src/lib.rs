@@ -14,12 +14,15 @@
 //!   retry. Owns the HTTP client and the retry policy.
 //! - [`plugin`]: the wasmtime host for transform plugins: compile cache, limits, hot reload.
 //! - [`domain`]: plain types every layer shares. [`egress`]: which addresses may be reached.
+//! - [`cluster`]: this process as a node: heartbeats in the store's node list and its share
+//!   of every destination's cap.
 //! - [`config`]: defaults → file → environment → flags. [`app`]: wires it all and runs it.
 //! - [`metrics`]: Prometheus counters and histograms.
 
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod deliver;
 pub mod domain;

@@ -616,3 +616,31 @@ async fn fresh_deliveries_are_handed_over_and_overflow_waits_in_the_store() {
         .await;
     assert_eq!(handed_off().await, before + 2.0);
 }
+
+/// The node list shows this gateway with its address, version, heartbeat and plugins.
+#[tokio::test]
+async fn the_node_list_shows_this_gateway() {
+    let app = spawn_app().await;
+    let (status, body) = app.get("/api/v1/nodes").await;
+    assert_eq!(status, 200, "{body}");
+    let nodes = body["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{body:#}");
+    let node = &nodes[0];
+    assert_eq!(node["listen"], app.addr.to_string());
+    assert_eq!(node["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(node["alive"], true);
+    assert_eq!(node["this_node"], true);
+    assert!(
+        node["last_heartbeat_at"]
+            .as_str()
+            .is_some_and(|at| at.ends_with('Z')),
+        "{node}"
+    );
+    let inngest = node["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|plugin| plugin["name"] == "inngest")
+        .unwrap_or_else(|| panic!("inngest not listed: {node}"));
+    assert_eq!(inngest["sha256"].as_str().map(str::len), Some(64));
+}

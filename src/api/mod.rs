@@ -7,6 +7,7 @@ mod events;
 mod ops;
 
 use crate::config::Config;
+use crate::domain::NodeId;
 use crate::egress::EgressGuard;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// Accepts events: validates, routes, commits, and tells the engine.
     pub ingest: Ingest,
+    /// This process in the node list.
+    pub node_id: NodeId,
     pub api_keys: Vec<String>,
 }
 
@@ -52,6 +55,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             post(ops::redeliver),
         )
         .route("/api/v1/plugins", get(ops::plugins))
+        .route("/api/v1/nodes", get(ops::nodes))
         .merge(configs::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -2,8 +2,9 @@
 //! redelivery, the plugin listing, and health, readiness and metrics.
 
 use super::{ApiError, ApiState};
+use crate::cluster::Node;
 use crate::domain::DeliveryStatus;
-use crate::domain::{DeliveryId, EventId};
+use crate::domain::{DeliveryId, EventId, UnixMillis, now_millis};
 use crate::store::{DeliveryView, EventView};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -12,6 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub async fn event(
     State(state): State<Arc<ApiState>>,
@@ -104,6 +106,43 @@ pub async fn redeliver(
 
 pub async fn plugins(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "plugins": state.plugins.list() }))
+}
+
+/// The gateway processes sharing this store, and which one answered.
+pub async fn nodes(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let alive_within = Node::alive_within_ms(Duration::from_millis(
+        state.config.delivery.node_heartbeat_ms,
+    ));
+    let now = now_millis();
+    let nodes: Vec<serde_json::Value> = state
+        .store
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|node| {
+            serde_json::json!({
+                "id": node.id,
+                "listen": node.listen,
+                "version": node.version,
+                "started_at": iso(node.started_at),
+                "last_heartbeat_at": iso(node.heartbeat_at),
+                "alive": now - node.heartbeat_at <= alive_within,
+                "this_node": node.id == state.node_id,
+                "in_flight": node.in_flight,
+                "plugins": node.plugins,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "nodes": nodes })))
+}
+
+/// Epoch milliseconds as ISO 8601 UTC.
+fn iso(millis: UnixMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {

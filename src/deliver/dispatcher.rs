@@ -102,7 +102,7 @@ impl Dispatcher {
             return Stepped::TooSoon(CLAIM_COALESCE.saturating_sub(since));
         }
         let held_limit = engine
-            .per_destination_limit
+            .destination_share()
             .saturating_mul(1 + PREFETCH_FACTOR);
         let max_held = config
             .delivery

@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
 use crate::store::{ClaimedDelivery, Lease, NewEvent, Store};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -51,7 +51,9 @@ pub struct Engine {
     /// Notified when new deliveries are queued or a saturated destination frees a slot.
     wake: Notify,
     global: Arc<Semaphore>,
-    per_destination_limit: usize,
+    /// This process's share of each destination's cap: the whole cap when it runs alone,
+    /// the cap divided among the live nodes of a cluster (see `set_live_nodes`).
+    per_destination_limit: AtomicUsize,
     /// Slots in use per concurrency key.
     in_flight: Mutex<HashMap<String, usize>>,
     /// Leases of running attempts, handed back if shutdown's grace runs out.
@@ -118,7 +120,7 @@ impl Engine {
         let delivery = &context.config.delivery;
         Arc::new(Engine {
             global: Arc::new(Semaphore::new(delivery.max_in_flight)),
-            per_destination_limit: delivery.max_in_flight_per_destination,
+            per_destination_limit: AtomicUsize::new(delivery.max_in_flight_per_destination),
             context,
             wake: Notify::new(),
             in_flight: Mutex::new(HashMap::new()),
@@ -127,6 +129,31 @@ impl Engine {
             // Until the first claim has looked, assume a previous run left work behind.
             store_has_due: AtomicBool::new(true),
         })
+    }
+
+    /// Attempts running now.
+    pub fn running(&self) -> usize {
+        self.context
+            .config
+            .delivery
+            .max_in_flight
+            .saturating_sub(self.global.available_permits())
+    }
+
+    /// How many attempts this process may run at once to one destination.
+    fn destination_share(&self) -> usize {
+        self.per_destination_limit.load(Ordering::Relaxed)
+    }
+
+    /// `nodes` processes share the store: each takes an equal part of every destination's
+    /// cap (at least one attempt), so together they stay within it.
+    pub fn set_live_nodes(&self, nodes: usize) {
+        let cap = self.context.config.delivery.max_in_flight_per_destination;
+        let share = (cap / nodes.max(1)).max(1);
+        if self.per_destination_limit.swap(share, Ordering::Relaxed) != share {
+            tracing::info!(nodes, share, cap, "per-destination share changed");
+            self.wake.notify_one();
+        }
     }
 
     /// Lease length: renewed while held (see `renew_leases`), so it only has to outlast a
@@ -244,7 +271,7 @@ impl Engine {
         let mut counts = self.in_flight.lock().ok()?;
         // Look up before inserting: the key is allocated only for a destination's first slot.
         match counts.get_mut(key) {
-            Some(count) if *count >= self.per_destination_limit => return None,
+            Some(count) if *count >= self.destination_share() => return None,
             Some(count) => *count += 1,
             None => {
                 counts.insert(key.to_owned(), 1);

@@ -8,7 +8,7 @@ mod ids;
 
 pub use destination::{Destination, DestinationSource, OutputFormat, RetryOverride};
 pub use event::{EventType, Payload, UnknownEventType};
-pub use ids::{ConfigId, DeliveryId, EventId, LeaseToken};
+pub use ids::{ConfigId, DeliveryId, EventId, LeaseToken, NodeId};
 
 use serde::{Deserialize, Serialize};
 

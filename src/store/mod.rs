@@ -14,7 +14,8 @@ mod sqlite;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    Attempt, ConfigId, DeliveryId, DeliveryStatus, Destination, EventId, LeaseToken, UnixMillis,
+    Attempt, ConfigId, DeliveryId, DeliveryStatus, Destination, EventId, LeaseToken, NodeId,
+    UnixMillis,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -159,6 +160,26 @@ pub struct SavedConfig {
     pub seq: i64,
 }
 
+/// A gateway process as it last reported itself.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    pub listen: String,
+    pub version: String,
+    pub started_at: UnixMillis,
+    pub heartbeat_at: UnixMillis,
+    /// Attempts running on it.
+    pub in_flight: u32,
+    /// The plugins it serves, so a node running other versions stands out.
+    pub plugins: Vec<NodePlugin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct NodePlugin {
+    pub name: String,
+    pub sha256: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -263,6 +284,26 @@ impl Store {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.ping().await)
+    }
+
+    /// Record `node`'s heartbeat, forget nodes silent for a long time, and count the nodes
+    /// heard from within `alive_within_ms` (this one included).
+    pub async fn heartbeat_node(
+        &self,
+        node: NodeRecord,
+        alive_within_ms: i64,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.heartbeat_node(node, alive_within_ms).await)
+    }
+
+    /// A node leaving cleanly takes itself off the list.
+    pub async fn remove_node(&self, node_id: &NodeId) -> Result<(), StoreError> {
+        dispatch!(self, s => s.remove_node(node_id.clone()).await)
+    }
+
+    /// Every node heard from recently, oldest first.
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        dispatch!(self, s => s.nodes().await)
     }
 
     pub async fn insert_config(&self, config: SavedConfig) -> Result<SavedConfig, StoreError> {

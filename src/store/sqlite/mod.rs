@@ -12,6 +12,7 @@
 //! Reads use a small pool of separate connections, which WAL lets run beside the writer.
 
 mod configs;
+mod nodes;
 mod queue;
 
 use super::StoreError;
@@ -80,6 +81,15 @@ CREATE TABLE IF NOT EXISTS webhook_configs (
     updated_at     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS webhook_configs_tenant ON webhook_configs(tenant_id, seq);
+CREATE TABLE IF NOT EXISTS nodes (
+    id           TEXT PRIMARY KEY,
+    listen       TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    started_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    in_flight    INTEGER NOT NULL,
+    plugins      TEXT NOT NULL
+);
 "#;
 
 type Reply = Box<dyn FnOnce(Option<String>) + Send>;
@@ -122,6 +132,9 @@ impl SqliteStore {
         let writer = open_connection(path, false)?;
         writer.execute_batch(SCHEMA)?;
         queue::requeue_orphans(&writer)?;
+        // Likewise any node listed is a previous run of this one: it must not take a share
+        // of the destination caps while its heartbeat ages out.
+        writer.execute("DELETE FROM nodes", [])?;
         // A WAL that grew under a burst is cut back to this size once it starts over.
         writer.execute_batch("PRAGMA journal_size_limit = 67108864")?;
         let (sender, receiver) = mpsc::channel::<WriteJob>();
