@@ -9,7 +9,7 @@ use crate::egress::EgressGuard;
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
 use crate::routing::Checks;
-use crate::store::{SqliteStore, Store};
+use crate::store::{PgStore, SqliteStore, Store, StoreUrl};
 use anyhow::{Context, Result, bail};
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -44,22 +44,7 @@ impl App {
             true => vec![load_or_generate_key(&config.data_dir)?],
         };
         let egress = EgressGuard::new(&config.egress_allow).map_err(anyhow::Error::msg)?;
-        // A store file outside the data folder gets its own owner lock: opening it requeues
-        // in-flight work, which is only safe with one process per file.
-        let mut store_lock = None;
-        let store = match &config.store {
-            None => Store::Sqlite(SqliteStore::open(
-                &config.data_dir.join("hookgate.sqlite3"),
-            )?),
-            Some(url) if url.starts_with("sqlite:") => {
-                let path = Path::new(url.trim_start_matches("sqlite:"));
-                store_lock = Some(lock_file(&path.with_extension("lock"), path)?);
-                Store::Sqlite(SqliteStore::open(path).context("opening the SQLite store")?)
-            }
-            Some(other) => {
-                bail!("store {other:?} is not supported by this build (use sqlite:<path>)")
-            }
-        };
+        let (store, store_lock) = open_store(&config).await?;
         let cache_dir = config
             .plugins
             .cache_dir
@@ -145,6 +130,29 @@ impl App {
         state.store.close();
         served.context("HTTP server failed")
     }
+}
+
+/// Open the configured store. A SQLite file outside the data folder gets its own owner
+/// lock: opening it requeues in-flight work, which is only safe with one process per file.
+/// PostgreSQL needs none: nodes share it, and expired leases hand work over between them.
+async fn open_store(config: &Config) -> Result<(Store, Option<std::fs::File>)> {
+    let url = StoreUrl::parse(config.store.as_deref(), &config.data_dir)?;
+    Ok(match url {
+        StoreUrl::Sqlite { path, in_data_dir } => {
+            let lock = match in_data_dir {
+                true => None,
+                false => Some(lock_file(&path.with_extension("lock"), &path)?),
+            };
+            let store = SqliteStore::open(&path).context("opening the SQLite store")?;
+            (Store::Sqlite(store), lock)
+        }
+        StoreUrl::Postgres(settings) => {
+            let store = PgStore::open(&settings)
+                .await
+                .context("opening the PostgreSQL store")?;
+            (Store::Postgres(store), None)
+        }
+    })
 }
 
 fn validate_routes(

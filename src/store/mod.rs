@@ -5,13 +5,22 @@
 //! complete, reschedule or dead-letter the delivery), release — plus the look-ups the
 //! operations API needs and the saved webhook configurations. A claim's `lease_token` guards
 //! every later write, so a worker whose lease expired cannot overwrite the next owner's work;
-//! this is the SQLite rendering of PostgreSQL's `FOR UPDATE SKIP LOCKED` claim.
+//! SQLite renders the claim with one writer thread; PostgreSQL with `FOR UPDATE SKIP LOCKED`,
+//! so that several gateways can share one queue.
+//!
+//! - `url`: the `store` setting, parsed into which store to open;
+//! - `sqlite`: the embedded store, one file in the data folder, one gateway;
+//! - `postgres`: the shared store, with its embedded migrations.
 //!
 //! Only this module knows SQL.
 
+pub mod postgres;
 mod sqlite;
+mod url;
 
+pub use postgres::{PgSettings, PgStore};
 pub use sqlite::SqliteStore;
+pub use url::{DEFAULT_SQLITE_FILE, StoreUrl};
 
 use crate::domain::{Attempt, DeliveryStatus, Destination, UnixMillis};
 use serde::Serialize;
@@ -27,6 +36,45 @@ pub enum StoreError {
     Closed,
     #[error("store I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("postgres: {}", error_chain(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres connection pool: {}", error_chain(.0))]
+    Pool(deadpool_postgres::PoolError),
+    /// A group of writes failed together (a lost connection): the message is the group's.
+    #[error("the write group failed: {0}")]
+    GroupFailed(String),
+    /// A `store` setting that cannot be used; the message names the part at fault.
+    #[error("{0}")]
+    InvalidSetting(String),
+    #[error(
+        "database schema is at version {database}, this hookgate knows up to {known}; upgrade hookgate"
+    )]
+    SchemaTooNew { database: i32, known: i32 },
+}
+
+/// An error with its causes: tokio-postgres shows a server's refusal as just "db error" and a
+/// failed connection without its reason, and the log needs both.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Closed => StoreError::Closed,
+            error => StoreError::Pool(error),
+        }
+    }
 }
 
 /// An accepted event with the deliveries routing produced for it.
@@ -169,12 +217,14 @@ pub struct Page<T> {
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Store::Sqlite($store) => $call,
+            Store::Postgres($store) => $call,
         }
     };
 }
