@@ -781,6 +781,48 @@ async fn two_gateways_on_one_schema_deliver_every_event() {
     assert_eq!(received.len(), 20);
     let (status, ready) = two.get("/readyz").await;
     assert_eq!(status, 200, "{ready}");
+
+    // Either node answers look-ups and pages over the shared store.
+    let mut listed = Vec::new();
+    let mut path = "/api/v1/deliveries?status=succeeded&limit=7".to_owned();
+    loop {
+        let (status, page) = two.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        listed.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["id"].clone()),
+        );
+        match page["next_page_token"].as_str() {
+            Some(token) => {
+                path = format!("/api/v1/deliveries?status=succeeded&limit=7&page_token={token}")
+            }
+            None => break,
+        }
+    }
+    let mut newest_first: Vec<serde_json::Value> = accepted.iter().map(|id| json!(id)).collect();
+    newest_first.reverse();
+    assert_eq!(listed, newest_first);
+
+    // A redelivery asked of one node is sent by either, as attempt 2.
+    let first = &accepted[0];
+    let (status, queued) = one
+        .post(&format!("/api/v1/deliveries/{first}/redeliver"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = two.delivery(first).await;
+        if view["status"] == "succeeded" && view["attempt_count"] == 2 {
+            assert_eq!(view["attempts"].as_array().unwrap().len(), 2, "{view}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never redelivered: {view}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    receiver.wait_for(21, Duration::from_secs(5)).await;
 }
 
 /// Not a check: figures for the README and reviews. `cargo test --test store_postgres
