@@ -691,6 +691,59 @@ fn saved(tenant: &str, n: usize) -> SavedConfig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_connections_are_killed_reports_errors_and_recovers() {
+    let schema = Schema::new();
+    let url = format!("{}&application_name={}", schema.url(), schema.name);
+    let store = Store::Postgres(
+        PgStore::open(&PgSettings::parse(&url).unwrap())
+            .await
+            .unwrap(),
+    );
+    store
+        .enqueue(vec![event(&["http://a.test/"])])
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    let killed: i64 = schema
+        .sql()
+        .await
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = $1",
+            &[&schema.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed > 0);
+    // Each pooled connection fails at most once (an error, not a panic), then is replaced.
+    let mut failures = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.queue_depth().await {
+            Ok(depth) => {
+                assert_eq!(depth, 1);
+                break;
+            }
+            Err(error) => {
+                failures += 1;
+                assert!(error.to_string().contains("postgres"), "{error}");
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never recovered after {failures} failures"
+        );
+    }
+    store
+        .enqueue(vec![event(&["http://a.test/"])])
+        .await
+        .unwrap();
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
+    store.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saved_configurations_round_trip_and_page() {
     let schema = Schema::new();
     let store = schema.open().await;
