@@ -4,14 +4,14 @@
 use crate::api::{self, ApiState};
 use crate::cluster::Node;
 use crate::config::Config;
-use crate::deliver::{DeliveryContext, Engine, client::HttpClient};
+use crate::deliver::{DeliveryContext, Engine, Handover, client::HttpClient};
 use crate::domain::DestinationSource;
 use crate::egress::EgressGuard;
 use crate::ingest::{Ingest, Route};
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
 use crate::routing::Checks;
-use crate::store::{SqliteStore, Store};
+use crate::store::{PgStore, SqliteStore, Store, StoreUrl};
 use anyhow::{Context, Result, bail};
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -42,26 +42,11 @@ impl App {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
         let data_lock = lock_data_dir(&config.data_dir)?;
+        let egress = EgressGuard::new(&config.egress_allow).map_err(anyhow::Error::msg)?;
+        let (store, store_lock) = open_store(&config).await?;
         let api_keys = match config.api_keys.is_empty() {
             false => config.api_keys.clone(),
-            true => vec![load_or_generate_key(&config.data_dir)?],
-        };
-        let egress = EgressGuard::new(&config.egress_allow).map_err(anyhow::Error::msg)?;
-        // A store file outside the data folder gets its own owner lock: opening it requeues
-        // in-flight work, which is only safe with one process per file.
-        let mut store_lock = None;
-        let store = match &config.store {
-            None => Store::Sqlite(SqliteStore::open(
-                &config.data_dir.join("hookgate.sqlite3"),
-            )?),
-            Some(url) if url.starts_with("sqlite:") => {
-                let path = Path::new(url.trim_start_matches("sqlite:"));
-                store_lock = Some(lock_file(&path.with_extension("lock"), path)?);
-                Store::Sqlite(SqliteStore::open(path).context("opening the SQLite store")?)
-            }
-            Some(other) => {
-                bail!("store {other:?} is not supported by this build (use sqlite:<path>)")
-            }
+            true => vec![generated_key(&store, &config.data_dir).await?],
         };
         let cache_dir = config
             .plugins
@@ -148,6 +133,12 @@ impl App {
         // The engine stops after the HTTP server: a request still being served may hand
         // deliveries over, and they must start before the engine drains.
         let engine_shutdown = CancellationToken::new();
+        // Work another node queued (or handed back) wakes this one's dispatcher at once.
+        let woken = self.engine.clone();
+        state.store.watch_queued(
+            move || woken.committed(Handover::requeued(), &[]),
+            engine_shutdown.clone(),
+        );
         let engine = tokio::spawn(self.engine.run(engine_shutdown.clone()));
         let node_shutdown = CancellationToken::new();
         let node = tokio::spawn(self.node.run(node_shutdown.clone()));
@@ -173,6 +164,29 @@ impl App {
         state.store.close();
         served.context("HTTP server failed")
     }
+}
+
+/// Open the configured store. A SQLite file outside the data folder gets its own owner
+/// lock: opening it requeues in-flight work, which is only safe with one process per file.
+/// PostgreSQL needs none: nodes share it, and expired leases hand work over between them.
+async fn open_store(config: &Config) -> Result<(Store, Option<std::fs::File>)> {
+    let url = StoreUrl::parse(config.store.as_deref(), &config.data_dir)?;
+    Ok(match url {
+        StoreUrl::Sqlite { path, in_data_dir } => {
+            let lock = match in_data_dir {
+                true => None,
+                false => Some(lock_file(&path.with_extension("lock"), &path)?),
+            };
+            let store = SqliteStore::open(&path).context("opening the SQLite store")?;
+            (Store::Sqlite(store), lock)
+        }
+        StoreUrl::Postgres(settings) => {
+            let store = PgStore::open(&settings)
+                .await
+                .context("opening the PostgreSQL store")?;
+            (Store::Postgres(store), None)
+        }
+    })
 }
 
 fn validate_routes(
@@ -232,8 +246,25 @@ fn lock_file(path: &Path, guarded: &Path) -> Result<std::fs::File> {
     }
 }
 
-/// The key kept in `<data_dir>/api_key`, generated (and announced once) on first start.
-fn load_or_generate_key(data_dir: &Path) -> Result<String> {
+/// The key to accept when none is configured, generated (and announced once) on first
+/// start: kept in the store when it is shared by a cluster, so every node accepts it, or
+/// else in `<data_dir>/api_key`.
+async fn generated_key(store: &Store, data_dir: &Path) -> Result<String> {
+    let candidate = format!(
+        "hg_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    if let Some((key, generated)) = store
+        .shared_api_key(candidate.clone())
+        .await
+        .context("reading the cluster's API key")?
+    {
+        if generated {
+            announce_key(&key, "in the database, shared by every node");
+        }
+        return Ok(key);
+    }
     let path = data_dir.join("api_key");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let key = existing.trim().to_owned();
@@ -241,18 +272,14 @@ fn load_or_generate_key(data_dir: &Path) -> Result<String> {
             return Ok(key);
         }
     }
-    let key = format!(
-        "hg_{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    write_private(&path, &key).with_context(|| format!("writing {}", path.display()))?;
-    // Printed once, to the operator's terminal, never to the log.
-    eprintln!(
-        "hookgate: generated API key (saved in {}):\n\n    {key}\n",
-        path.display()
-    );
-    Ok(key)
+    write_private(&path, &candidate).with_context(|| format!("writing {}", path.display()))?;
+    announce_key(&candidate, &format!("in {}", path.display()));
+    Ok(candidate)
+}
+
+/// Printed once, to the operator's terminal, never to the log.
+fn announce_key(key: &str, kept: &str) {
+    eprintln!("hookgate: generated API key (kept {kept}):\n\n    {key}\n");
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

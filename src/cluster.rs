@@ -59,6 +59,7 @@ impl Node {
             started_at: self.started_at,
             heartbeat_at: now_millis(),
             in_flight: u32::try_from(self.engine.running()).unwrap_or(u32::MAX),
+            destination_share: u32::try_from(self.engine.destination_share()).unwrap_or(u32::MAX),
             plugins: self
                 .plugins
                 .list()

@@ -16,7 +16,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Folder watched for `.wasm` transform plugins; defaults to `<data_dir>/plugins`.
     pub plugins_dir: Option<PathBuf>,
-    /// `postgres://...` to share the queue between nodes; SQLite in `data_dir` when absent.
+    /// Where the queue lives: `sqlite:PATH`, or `postgres://USER@HOST:PORT/DB[?options]`
+    /// (also `postgresql://`) to share it between nodes; SQLite `hookgate.sqlite3` in
+    /// `data_dir` when absent. The PostgreSQL URL may add `pool_size=N` (default 16) and
+    /// libpq settings such as `options=-c%20search_path%3DSCHEMA`; no TLS yet.
     pub store: Option<String>,
     /// Accepted API keys (`Authorization: Bearer <key>`). When empty, a key is generated once
     /// and kept in `<data_dir>/api_key`.
@@ -283,6 +286,9 @@ impl Config {
             self.delivery.max_in_flight_per_destination =
                 number("HOOKGATE_MAX_IN_FLIGHT_PER_DESTINATION", value)?;
         }
+        if let Some(value) = lookup("HOOKGATE_POLL_INTERVAL_MS") {
+            self.delivery.poll_interval_ms = number("HOOKGATE_POLL_INTERVAL_MS", value)?;
+        }
         if let Some(value) = lookup("HOOKGATE_LEASE_MS") {
             self.delivery.lease_ms = number("HOOKGATE_LEASE_MS", value)?;
         }
@@ -330,6 +336,8 @@ impl Config {
         if self.delivery.node_heartbeat_ms < 10 {
             return invalid("delivery.node_heartbeat_ms must be at least 10");
         }
+        crate::store::StoreUrl::parse(self.store.as_deref(), &self.data_dir)
+            .map_err(|error| ConfigError::Invalid(format!("store: {error}")))?;
         let mut names = std::collections::BTreeSet::new();
         for route in &self.routes {
             if !names.insert(route.name.as_str()) {
@@ -367,6 +375,24 @@ mod tests {
         let env = |name: &str| (name == "HOOKGATE_REQUEST_TIMEOUT_MS").then(|| "soon".to_owned());
         let error = Config::load(None, env).unwrap_err().to_string();
         assert!(error.contains("HOOKGATE_REQUEST_TIMEOUT_MS"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_store_scheme_fails_validation() {
+        let config = Config {
+            store: Some("redis://localhost".to_owned()),
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("store") && error.contains("redis"),
+            "{error}"
+        );
+        let config = Config {
+            store: Some("postgres://root@localhost/hookgate".to_owned()),
+            ..Config::default()
+        };
+        config.validate().unwrap();
     }
 
     #[test]

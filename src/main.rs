@@ -1,9 +1,10 @@
 //! The `hookgate` command: parse the command line, start logging, run the chosen command.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hookgate::app::App;
 use hookgate::config::Config;
+use hookgate::store::StoreUrl;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,9 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
+    /// Apply the PostgreSQL store's schema migrations, print what was applied, and exit
+    /// (`serve` applies them too; this lets an operator do it ahead of a rollout).
+    Migrate(MigrateArgs),
     /// Benchmark the gateway on this machine (run a release build).
     Bench(hookgate::bench::BenchOptions),
     /// Work with transform plugins.
@@ -51,6 +55,16 @@ struct ServeArgs {
     #[arg(long)]
     plugins_dir: Option<PathBuf>,
     /// Store URL [default: SQLite in the data folder, or HOOKGATE_STORE].
+    #[arg(long)]
+    store: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// TOML config file whose `store` to migrate.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Store URL, postgres://USER@HOST:PORT/DB[?options] [default: the config's, or HOOKGATE_STORE].
     #[arg(long)]
     store: Option<String>,
 }
@@ -89,6 +103,7 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Migrate(args) => migrate(args).await,
             Command::Bench(options) => hookgate::bench::run(options).await.map(|_| ()),
             Command::Plugin {
                 command:
@@ -131,6 +146,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
         trigger.cancel();
     });
     app.run(shutdown).await
+}
+
+async fn migrate(args: MigrateArgs) -> Result<()> {
+    let mut config = Config::load(args.config.as_deref(), |name| std::env::var(name).ok())?;
+    if let Some(store) = args.store {
+        config.store = Some(store);
+    }
+    let StoreUrl::Postgres(settings) = StoreUrl::parse(config.store.as_deref(), &config.data_dir)?
+    else {
+        bail!(
+            "migrate is for PostgreSQL stores (--store postgres://...); \
+             SQLite creates its schema when it opens"
+        );
+    };
+    let report = hookgate::store::postgres::migrate(&settings).await?;
+    for (version, name) in &report.applied {
+        println!("applied {version:04} {name}");
+    }
+    match report.applied.is_empty() {
+        true => println!("schema is up to date at version {}", report.version()),
+        false => println!("schema is at version {}", report.version()),
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -1,7 +1,18 @@
 //! Keeps the benchmark harness from rotting: every scenario runs briefly through the real
 //! gateway and receivers, loses nothing, and writes the JSON figures. No timing assertions.
 
+mod common;
+
+use common::postgres::{database_url, on_postgres};
 use hookgate::bench::{BenchOptions, SCENARIOS, run};
+
+/// The suite's store for the bench's gateways: a fresh schema per scenario on PostgreSQL.
+async fn bench_store() -> Option<String> {
+    match on_postgres() {
+        true => Some(database_url().await),
+        false => None,
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_and_loses_nothing() {
@@ -14,6 +25,7 @@ async fn every_scenario_runs_and_loses_nothing() {
         rate: None,
         concurrency: 4,
         json: Some(json.clone()),
+        store: bench_store().await,
     })
     .await
     .unwrap();
@@ -55,6 +67,7 @@ async fn fixed_rate_mode_runs() {
         rate: Some(500),
         concurrency: 4,
         json: None,
+        store: bench_store().await,
     })
     .await
     .unwrap();

@@ -16,6 +16,14 @@ struct Gateway {
     base: String,
 }
 
+/// A failing test must not leave its gateway running (it would hold the test's output open).
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -24,21 +32,31 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn launch(data_dir: &Path, port: u16) -> Gateway {
-    let child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+/// The real binary on `data_dir` and the suite's store (`store`: `None` for SQLite in the
+/// data folder).
+async fn launch(data_dir: &Path, store: &Option<String>, port: u16) -> Gateway {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hookgate"));
+    command
         .args([
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--data-dir",
         ])
-        .arg(data_dir)
+        .arg(data_dir);
+    if let Some(store) = store {
+        command.args(["--store", store]);
+    }
+    let child = command
         .env("HOOKGATE_API_KEY", API_KEY)
         .env("HOOKGATE_EGRESS_ALLOW", "127.0.0.0/8")
         .env("HOOKGATE_RETRY_MAX_ATTEMPTS", "50")
         .env("HOOKGATE_RETRY_BASE_DELAY_MS", "50")
         .env("HOOKGATE_RETRY_MAX_DELAY_MS", "200")
         .env("HOOKGATE_REQUEST_TIMEOUT_MS", "10000")
+        // On PostgreSQL a restarted node takes its killed predecessor's deliveries when their
+        // leases end (SQLite requeues them at open).
+        .env("HOOKGATE_LEASE_MS", "3000")
         .env("HOOKGATE_PLUGIN_CACHE_DIR", plugin_cache_dir())
         .env("HOOKGATE_LOG", "warn")
         .stdout(Stdio::null())
@@ -78,12 +96,13 @@ fn distinct_event_ids(receiver: &Receiver) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_pending_deliveries_loses_nothing() {
     let data = tempfile::tempdir().unwrap();
+    let store = test_store().await;
     let port = free_port();
     let receiver = Receiver::start().await;
     // Slow answers keep deliveries in flight; some fail and wait in backoff.
     receiver.always(Answer::status(200).delay(Duration::from_secs(30)));
     receiver.script((0..40).map(|_| Answer::status(500)));
-    let mut gateway = launch(data.path(), port).await;
+    let mut gateway = launch(data.path(), &store, port).await;
     let events: Vec<Value> = (0..300)
         .map(|n| {
             event_to(
@@ -110,7 +129,7 @@ async fn kill_9_with_pending_deliveries_loses_nothing() {
     );
 
     receiver.always(Answer::status(200));
-    let mut gateway = launch(data.path(), port).await;
+    let mut gateway = launch(data.path(), &store, port).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let delivered = distinct_event_ids(&receiver);
@@ -149,10 +168,11 @@ async fn kill_9_with_pending_deliveries_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_deliveries_before_exiting() {
     let data = tempfile::tempdir().unwrap();
+    let store = test_store().await;
     let port = free_port();
     let receiver = Receiver::start().await;
     receiver.always(Answer::status(200).delay(Duration::from_millis(800)));
-    let gateway = launch(data.path(), port).await;
+    let gateway = launch(data.path(), &store, port).await;
     let events: Vec<Value> = (0..5)
         .map(|_| event_to("parse.success", json!({"webhook_url": receiver.url("/t")})))
         .collect();
@@ -167,15 +187,19 @@ async fn sigterm_finishes_in_flight_deliveries_before_exiting() {
             .success()
     );
     // Wait off the runtime: the receiver must keep answering while the gateway drains.
-    let mut child = gateway.child;
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let (gateway, status) = tokio::task::spawn_blocking(move || {
+        let mut gateway = gateway;
+        let status = gateway.child.wait().unwrap();
+        (gateway, status)
+    })
+    .await
+    .unwrap();
+    drop(gateway);
     assert!(status.success(), "graceful exit, got {status}");
 
     // Restarted, the gateway has nothing left to send: all five were recorded as done.
     receiver.always(Answer::status(200));
-    let mut gateway = launch(data.path(), port).await;
+    let mut gateway = launch(data.path(), &store, port).await;
     let response = reqwest::Client::new()
         .get(format!(
             "{}/api/v1/deliveries?status=succeeded",
@@ -194,10 +218,11 @@ async fn sigterm_finishes_in_flight_deliveries_before_exiting() {
 }
 
 /// Under continuous writes the WAL must keep starting over (the writer checkpoints between
-/// its own groups, when nothing else can commit), so the file stays bounded.
+/// its own groups, when nothing else can commit), so the file stays bounded. SQLite's own
+/// file, so on SQLite whichever store the suite runs on.
 #[tokio::test]
 async fn the_wal_starts_over_under_continuous_writes() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|config| config.store = None).await;
     let receiver = Receiver::start().await;
     let wal = app.data_dir.join("hookgate.sqlite3-wal");
     let padding = "x".repeat(2_000);

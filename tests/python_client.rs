@@ -3,7 +3,6 @@
 //! is installed on first use into a folder under `target/` (PyPI must be reachable then), so
 //! `cargo test` needs nothing installed beforehand.
 
-#[allow(unused_imports)] // this test needs no receiver
 mod common;
 
 use common::*;

@@ -131,6 +131,7 @@ pub async fn nodes(
                 "alive": now - node.heartbeat_at <= alive_within,
                 "this_node": node.id == state.node_id,
                 "in_flight": node.in_flight,
+                "destination_share": node.destination_share,
                 "plugins": node.plugins,
             })
         })

@@ -1,6 +1,6 @@
 //! `hookgate bench`: a self-contained benchmark. Each scenario starts a fresh gateway (its
-//! real HTTP API and SQLite store in a temp folder), real receivers, and load generators in
-//! this process, then reports throughput, ingest and end-to-end latency, peak RSS and loss.
+//! real HTTP API and SQLite store in a temp folder, or a fresh schema on PostgreSQL with
+//! `--store postgres://…`), real receivers, and load generators in this process, then reports throughput, ingest and end-to-end latency, peak RSS and loss.
 //!
 //! Figures: `events_per_sec` counts deliveries acknowledged by receivers per second of wall
 //! time (for `fanout`, deliveries, ten per event; for `backlog`, the drain rate);
@@ -49,6 +49,10 @@ pub struct BenchOptions {
     /// Write the figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The gateway's store: SQLite in a temp folder when absent, or `postgres://…`, where
+    /// each scenario runs in a fresh schema that is dropped after it.
+    #[arg(long)]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -115,13 +119,22 @@ struct Gateway {
     base: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<()>>,
+    /// A PostgreSQL store's URL, its schema dropped once the gateway stops.
+    postgres: Option<String>,
     _dir: tempfile::TempDir,
 }
 
 /// Start a gateway in a temp folder, with `plugin` (if any) compiled before the clock starts,
 /// as it is in a gateway whose plugin cache is warm.
-async fn start_gateway(plugin: Option<&str>) -> Result<Gateway> {
+async fn start_gateway(plugin: Option<&str>, options: &BenchOptions) -> Result<Gateway> {
     let dir = tempfile::tempdir()?;
+    let postgres = match options.store.as_deref() {
+        Some(url) if url.starts_with("postgres") => {
+            Some(crate::store::with_fresh_schema(url, "bench")?)
+        }
+        Some(other) => bail!("--store {other:?}: only postgres://… (SQLite is the default)"),
+        None => None,
+    };
     let mut config = Config {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_owned(),
@@ -130,6 +143,7 @@ async fn start_gateway(plugin: Option<&str>) -> Result<Gateway> {
         ..Config::default()
     };
     config.limits.max_batch_events = BATCH_SIZE;
+    config.store = postgres.clone();
     let app = App::build(config).await?;
     if let Some(name) = plugin {
         app.plugins().warm(name).await?;
@@ -141,6 +155,7 @@ async fn start_gateway(plugin: Option<&str>) -> Result<Gateway> {
         base,
         shutdown,
         task,
+        postgres,
         _dir: dir,
     })
 }
@@ -149,6 +164,9 @@ impl Gateway {
     async fn stop(self) -> Result<()> {
         self.shutdown.cancel();
         self.task.await??;
+        if let Some(url) = &self.postgres {
+            crate::store::drop_schema(url).await?;
+        }
         Ok(())
     }
 }
@@ -416,7 +434,7 @@ async fn through_gateway(scenario: &str, options: &BenchOptions) -> Result<Figur
             destination
         })
         .collect();
-    let gateway = start_gateway((scenario == "plugin").then_some("inngest")).await?;
+    let gateway = start_gateway((scenario == "plugin").then_some("inngest"), options).await?;
     let (path, per_request) = if scenario == "single" {
         ("/api/v1/events", 1)
     } else {
@@ -473,7 +491,7 @@ async fn backlog(options: &BenchOptions) -> Result<Figures> {
     let receiver = BenchReceiver::start(total, false).await?;
     let destinations =
         vec![json!({"webhook_url": receiver.url("/backlog"), "webhook_output_format": "json"})];
-    let gateway = start_gateway(None).await?;
+    let gateway = start_gateway(None, options).await?;
     let sampler = RssSampler::start();
     let started = Instant::now();
     // Built per chunk so the load generator does not hold a million events at once.

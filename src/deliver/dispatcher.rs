@@ -8,8 +8,10 @@
 //! A claim may take up to twice a destination's slot count: what does not fit waits in
 //! memory, leased, and starts the moment a slot frees, so a busy destination's slots never
 //! wait on a store round trip and one claim serves many completions. The engine renews the
-//! leases of held deliveries with those of running ones, so a wait is not bounded by the
-//! lease.
+//! leases of held deliveries with those of running ones. When other nodes share the store, a
+//! delivery held longer than a quarter of the lease is handed back so that one of them, with
+//! room for its destination, can take it; and no node claims more than its free slots can
+//! start soon, so work is not held where it cannot run.
 
 use super::Engine;
 use crate::domain::{DeliveryId, LeaseToken};
@@ -88,12 +90,18 @@ impl Dispatcher {
         }
     }
 
-    /// One round: start held deliveries whose slot has freed, and claim once if the last
-    /// claim was not just now and there is room.
+    /// One round: start held deliveries whose slot has freed, hand back those held too long
+    /// while other nodes could run them, and claim once if the last claim was not just now
+    /// and there is room.
     pub async fn step(&mut self) -> Stepped {
         let engine = self.engine.clone();
         let config = engine.context.config.clone();
-        self.start_ready();
+        let stale = self.start_ready();
+        if !stale.is_empty()
+            && let Err(error) = engine.context.store.release(stale).await
+        {
+            tracing::warn!(%error, "handing back long-held deliveries failed; their leases will expire");
+        }
         // Let a few more completions and new events arrive, so one claim serves many
         // instead of one store round trip per freed slot.
         if let Some(since) = self.last_claim.map(|at| at.elapsed())
@@ -110,10 +118,17 @@ impl Dispatcher {
             .saturating_mul(1 + PREFETCH_FACTOR);
         let running = engine.running_counts();
         let held_now = running.values().sum::<usize>() + self.ready.total;
+        // Beyond what is held, no more than the free slots can start (and as many again to
+        // follow them): a node at its global bound leaves new work to the others.
+        let startable = engine
+            .free_slots()
+            .saturating_mul(1 + PREFETCH_FACTOR)
+            .saturating_sub(self.ready.total);
         let limit = config
             .delivery
             .claim_batch
-            .min(max_held.saturating_sub(held_now));
+            .min(max_held.saturating_sub(held_now))
+            .min(startable);
         if limit == 0 {
             self.last_claim = Some(Instant::now());
             return Stepped::NoRoom;
@@ -228,40 +243,58 @@ impl Dispatcher {
             .queues
             .values()
             .flatten()
-            .map(|delivery| (delivery.id.clone(), delivery.lease_token.clone()))
+            .map(|(_, delivery)| (delivery.id.clone(), delivery.lease_token.clone()))
     }
 
     /// Start every waiting delivery whose destination now has a free slot, oldest first.
-    fn start_ready(&mut self) {
+    /// Returns the leases of those held too long while other nodes share the store.
+    fn start_ready(&mut self) -> Vec<(DeliveryId, LeaseToken)> {
+        let mut stale = Vec::new();
         let ready = &mut self.ready;
         if ready.total == 0 {
-            return;
+            return stale;
         }
+        let max_hold = self
+            .engine
+            .clustered()
+            .then(|| Duration::from_millis(self.engine.context.config.delivery.lease_ms / 4));
         for (key, queue) in ready.queues.iter_mut() {
-            while !queue.is_empty() {
+            while let Some((held_since, _)) = queue.front() {
+                if max_hold.is_some_and(|max_hold| held_since.elapsed() >= max_hold) {
+                    if let Some((_, delivery)) = queue.pop_front() {
+                        ready.total -= 1;
+                        stale.push((delivery.id, delivery.lease_token));
+                    }
+                    continue;
+                }
                 let Some(slot) = self.engine.slot(key) else {
                     break;
                 };
-                if let Some(delivery) = queue.pop_front() {
+                if let Some((_, delivery)) = queue.pop_front() {
                     ready.total -= 1;
                     self.engine.start(delivery, slot);
                 }
             }
         }
         ready.queues.retain(|_, queue| !queue.is_empty());
+        stale
     }
 }
 
-/// Claimed deliveries waiting in memory for a slot, per concurrency key, oldest first.
+/// Claimed deliveries waiting in memory for a slot, per concurrency key, oldest first, with
+/// when they were claimed.
 #[derive(Default)]
 struct Ready {
-    queues: HashMap<String, VecDeque<ClaimedDelivery>>,
+    queues: HashMap<String, VecDeque<(Instant, ClaimedDelivery)>>,
     total: usize,
 }
 
 impl Ready {
     fn push(&mut self, key: String, delivery: ClaimedDelivery) {
-        self.queues.entry(key).or_default().push_back(delivery);
+        self.queues
+            .entry(key)
+            .or_default()
+            .push_back((Instant::now(), delivery));
         self.total += 1;
     }
 
@@ -270,7 +303,7 @@ impl Ready {
         self.queues
             .drain()
             .flat_map(|(_, queue)| queue)
-            .map(|delivery| (delivery.id, delivery.lease_token))
+            .map(|(_, delivery)| (delivery.id, delivery.lease_token))
             .collect()
     }
 }

@@ -54,6 +54,8 @@ pub struct Engine {
     /// This process's share of each destination's cap: the whole cap when it runs alone,
     /// the cap divided among the live nodes of a cluster (see `set_live_nodes`).
     per_destination_limit: AtomicUsize,
+    /// Whether other live nodes share the store, as of the last heartbeat.
+    clustered: AtomicBool,
     /// Slots in use per concurrency key.
     in_flight: Mutex<HashMap<String, usize>>,
     /// Leases of running attempts, handed back if shutdown's grace runs out.
@@ -121,6 +123,7 @@ impl Engine {
         Arc::new(Engine {
             global: Arc::new(Semaphore::new(delivery.max_in_flight)),
             per_destination_limit: AtomicUsize::new(delivery.max_in_flight_per_destination),
+            clustered: AtomicBool::new(false),
             context,
             wake: Notify::new(),
             in_flight: Mutex::new(HashMap::new()),
@@ -129,6 +132,16 @@ impl Engine {
             // Until the first claim has looked, assume a previous run left work behind.
             store_has_due: AtomicBool::new(true),
         })
+    }
+
+    /// Attempts that could start now, as far as the global bound goes.
+    fn free_slots(&self) -> usize {
+        self.global.available_permits()
+    }
+
+    /// Whether other live nodes share the store.
+    fn clustered(&self) -> bool {
+        self.clustered.load(Ordering::Relaxed)
     }
 
     /// Attempts running now.
@@ -141,7 +154,7 @@ impl Engine {
     }
 
     /// How many attempts this process may run at once to one destination.
-    fn destination_share(&self) -> usize {
+    pub fn destination_share(&self) -> usize {
         self.per_destination_limit.load(Ordering::Relaxed)
     }
 
@@ -150,6 +163,7 @@ impl Engine {
     pub fn set_live_nodes(&self, nodes: usize) {
         let cap = self.context.config.delivery.max_in_flight_per_destination;
         let share = (cap / nodes.max(1)).max(1);
+        self.clustered.store(nodes > 1, Ordering::Relaxed);
         if self.per_destination_limit.swap(share, Ordering::Relaxed) != share {
             tracing::info!(nodes, share, cap, "per-destination share changed");
             self.wake.notify_one();

@@ -5,13 +5,22 @@
 //! complete, reschedule or dead-letter the delivery), release — plus the look-ups the
 //! operations API needs and the saved webhook configurations. A claim's `lease_token` guards
 //! every later write, so a worker whose lease expired cannot overwrite the next owner's work;
-//! this is the SQLite rendering of PostgreSQL's `FOR UPDATE SKIP LOCKED` claim.
+//! SQLite renders the claim with one writer thread; PostgreSQL with `FOR UPDATE SKIP LOCKED`,
+//! so that several gateways can share one queue.
+//!
+//! - `url`: the `store` setting, parsed into which store to open;
+//! - `sqlite`: the embedded store, one file in the data folder, one gateway;
+//! - `postgres`: the shared store, with its embedded migrations.
 //!
 //! Only this module knows SQL.
 
+pub mod postgres;
 mod sqlite;
+mod url;
 
+pub use postgres::{PgSettings, PgStore, drop_schema, with_fresh_schema};
 pub use sqlite::SqliteStore;
+pub use url::{DEFAULT_SQLITE_FILE, StoreUrl};
 
 use crate::domain::{
     Attempt, ConfigId, DeliveryId, DeliveryStatus, Destination, EventId, LeaseToken, NodeId,
@@ -30,6 +39,45 @@ pub enum StoreError {
     Closed,
     #[error("store I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("postgres: {}", error_chain(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres connection pool: {}", error_chain(.0))]
+    Pool(deadpool_postgres::PoolError),
+    /// A group of writes failed together (a lost connection): the message is the group's.
+    #[error("the write group failed: {0}")]
+    GroupFailed(String),
+    /// A `store` setting that cannot be used; the message names the part at fault.
+    #[error("{0}")]
+    InvalidSetting(String),
+    #[error(
+        "database schema is at version {database}, this hookgate knows up to {known}; upgrade hookgate"
+    )]
+    SchemaTooNew { database: i32, known: i32 },
+}
+
+/// An error with its causes: tokio-postgres shows a server's refusal as just "db error" and a
+/// failed connection without its reason, and the log needs both.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Closed => StoreError::Closed,
+            error => StoreError::Pool(error),
+        }
+    }
 }
 
 /// An accepted event with the deliveries routing produced for it.
@@ -100,6 +148,24 @@ pub struct ClaimBudget {
     pub scan_rows: usize,
 }
 
+impl ClaimBudget {
+    /// The claim's rule, the same on every store: walking due rows oldest first, take one
+    /// for `dest_key` only while its destination has room, so nothing is claimed just to be
+    /// handed back. Counts it when taken.
+    pub fn admit(&mut self, dest_key: &str) -> bool {
+        // Look up before inserting: the key is allocated only for a destination's first row.
+        let held = match self.in_flight.get_mut(dest_key) {
+            Some(held) => held,
+            None => self.in_flight.entry(dest_key.to_owned()).or_default(),
+        };
+        if *held >= self.per_destination {
+            return false;
+        }
+        *held += 1;
+        true
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ClaimBatch {
     pub deliveries: Vec<ClaimedDelivery>,
@@ -114,6 +180,19 @@ pub enum AttemptOutcome {
     Skipped,
     Retry { due_at: UnixMillis },
     Failed,
+}
+
+impl AttemptOutcome {
+    /// The delivery's status after this outcome, and when it is next due (now unless it
+    /// waits for a retry).
+    pub fn next_state(&self, now: UnixMillis) -> (DeliveryStatus, UnixMillis) {
+        match self {
+            AttemptOutcome::Succeeded => (DeliveryStatus::Succeeded, now),
+            AttemptOutcome::Skipped => (DeliveryStatus::Skipped, now),
+            AttemptOutcome::Failed => (DeliveryStatus::Failed, now),
+            AttemptOutcome::Retry { due_at } => (DeliveryStatus::Queued, *due_at),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -170,6 +249,8 @@ pub struct NodeRecord {
     pub heartbeat_at: UnixMillis,
     /// Attempts running on it.
     pub in_flight: u32,
+    /// How many attempts it runs at once to one destination: its share of the cap.
+    pub destination_share: u32,
     /// The plugins it serves, so a node running other versions stands out.
     pub plugins: Vec<NodePlugin>,
 }
@@ -187,17 +268,42 @@ pub struct Page<T> {
     pub total: Option<u64>,
 }
 
+impl<T> Page<T> {
+    /// A page of at most `limit` from rows read one past it, newest first: the extra row only
+    /// shows that a next page exists, which starts below the last row kept (`position`).
+    pub fn from_rows(
+        mut items: Vec<T>,
+        limit: usize,
+        position: impl Fn(&T) -> i64,
+        total: Option<u64>,
+    ) -> Self {
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(position)
+        } else {
+            None
+        };
+        Page {
+            items,
+            next_cursor,
+            total,
+        }
+    }
+}
+
 /// The configured store. An enum rather than a trait object: the set is closed and known,
 /// and async methods stay plain.
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Store::Sqlite($store) => $call,
+            Store::Postgres($store) => $call,
         }
     };
 }
@@ -299,6 +405,31 @@ impl Store {
     /// A node leaving cleanly takes itself off the list.
     pub async fn remove_node(&self, node_id: &NodeId) -> Result<(), StoreError> {
         dispatch!(self, s => s.remove_node(node_id.clone()).await)
+    }
+
+    /// The API key shared by every node of a cluster when none is configured: the stored
+    /// one, or `candidate` if there is none yet, with whether `candidate` became it. `None`
+    /// on SQLite, whose one node keeps its generated key in the data folder.
+    pub async fn shared_api_key(
+        &self,
+        candidate: String,
+    ) -> Result<Option<(String, bool)>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(store) => store.shared_api_key(candidate).await.map(Some),
+        }
+    }
+
+    /// Call `on_queued` whenever another process sharing the store queues work, until
+    /// `shutdown`. SQLite has one process per file, so nothing ever calls it there.
+    pub fn watch_queued(
+        &self,
+        on_queued: impl Fn() + Send + Sync + 'static,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        if let Store::Postgres(store) = self {
+            store.watch_queued(on_queued, shutdown);
+        }
     }
 
     /// Every node heard from recently, oldest first.

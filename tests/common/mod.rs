@@ -1,7 +1,13 @@
 //! Test harness: the real gateway in-process on port 0 with a temp data folder, real
 //! receivers on port 0 that record what arrives, and typed helpers for the API.
-#![allow(dead_code)] // each test file uses its own subset
+//!
+//! The store is SQLite in each gateway's temp folder, or PostgreSQL when
+//! `HOOKGATE_TEST_STORE=postgres`: then each test binary makes a fresh database on the
+//! server at `HOOKGATE_TEST_PG` (default `postgres://root@127.0.0.1:5432`) and each gateway
+//! gets a fresh schema in it, so the whole suite runs unchanged on either store.
+#![allow(dead_code, unused_imports)] // each test file uses its own subset
 
+pub mod postgres;
 pub mod receiver;
 
 use hookgate::app::App;
@@ -12,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+pub use postgres::test_store;
 pub use receiver::Receiver;
 
 pub const API_KEY: &str = "test-key";
@@ -60,6 +67,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let temp = tempfile::tempdir().expect("temp dir");
     let mut config = test_config(temp.path());
+    config.store = test_store().await;
     adjust(&mut config);
     let data_dir = config.data_dir.clone();
     let mut app = start(config).await;

@@ -3,8 +3,9 @@
 
 use tokio::sync::OnceCell;
 
-/// The server the suite uses when `HOOKGATE_TEST_STORE=postgres`.
-fn server_url() -> String {
+/// The server the suite uses when `HOOKGATE_TEST_STORE=postgres`, and the
+/// PostgreSQL-only tests always.
+pub fn server_url() -> String {
     std::env::var("HOOKGATE_TEST_PG").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432".into())
 }
 
@@ -20,17 +21,7 @@ async fn database() -> &'static str {
     DATABASE
         .get_or_init(|| async {
             let name = format!("hookgate_test_{}", uuid::Uuid::new_v4().simple());
-            let (client, connection) =
-                tokio_postgres::connect(&format!("{}/postgres", server_url()), tokio_postgres::NoTls)
-                    .await
-                    .expect("PostgreSQL for the test suite is reachable (HOOKGATE_TEST_PG)");
-            let connection = tokio::spawn(connection);
-            client
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .await
-                .expect("creating the test database");
-            drop(client);
-            let _ = connection.await;
+            admin(&format!("CREATE DATABASE {name}")).await;
             name
         })
         .await
@@ -45,6 +36,11 @@ pub async fn test_store() -> Option<String> {
     Some(schema_url(&format!("app_{}", uuid::Uuid::new_v4().simple())).await)
 }
 
+/// This binary's test database, its schemas chosen by whoever connects.
+pub async fn database_url() -> String {
+    format!("{}/{}", server_url(), database().await)
+}
+
 /// The URL of `schema` in this binary's test database; the gateway creates the schema.
 pub async fn schema_url(schema: &str) -> String {
     format!(
@@ -52,4 +48,19 @@ pub async fn schema_url(schema: &str) -> String {
         server_url(),
         database().await
     )
+}
+
+/// Run `sql` as the server's administrator, on a connection of its own.
+pub async fn admin(sql: &str) {
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{}/postgres", server_url()), tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL for the test suite is reachable (HOOKGATE_TEST_PG)");
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    drop(client);
+    let _ = connection.await;
 }

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -72,6 +73,26 @@ struct Shared {
     script: Mutex<VecDeque<Answer>>,
     fallback: Mutex<Option<Answer>>,
     arrived: Notify,
+    /// Requests being answered now, and the most there ever were at once.
+    open: AtomicUsize,
+    max_open: AtomicUsize,
+}
+
+/// Counts a request as open until it is answered or its connection is dropped.
+struct OpenRequest(Arc<Shared>);
+
+impl OpenRequest {
+    fn new(shared: Arc<Shared>) -> Self {
+        let now_open = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_open.fetch_max(now_open, Ordering::SeqCst);
+        OpenRequest(shared)
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Clone)]
@@ -117,6 +138,11 @@ impl Receiver {
         self.shared.received.lock().unwrap().len()
     }
 
+    /// The most requests that were ever open at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.shared.max_open.load(Ordering::SeqCst)
+    }
+
     /// Wait until at least `count` requests arrived; panics after `within`.
     pub async fn wait_for(&self, count: usize, within: Duration) -> Vec<Received> {
         let deadline = Instant::now() + within;
@@ -143,6 +169,7 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _open = OpenRequest::new(shared.clone());
     shared.received.lock().unwrap().push(Received {
         path: uri.path().to_owned(),
         headers,

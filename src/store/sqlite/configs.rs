@@ -94,7 +94,7 @@ impl SqliteStore {
                 "SELECT {CONFIG_COLUMNS} FROM webhook_configs \
                  WHERE (?1 IS NULL OR tenant_id = ?1) AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
             ))?;
-            let mut items = statement
+            let items = statement
                 .query_map(
                     params![
                         tenant_id,
@@ -104,12 +104,6 @@ impl SqliteStore {
                     saved_config,
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
-            let next_cursor = if items.len() > limit {
-                items.truncate(limit);
-                items.last().map(|item| item.seq)
-            } else {
-                None
-            };
             let total = if with_total {
                 let count: i64 = conn.query_row(
                     "SELECT count(*) FROM webhook_configs WHERE (?1 IS NULL OR tenant_id = ?1)",
@@ -120,11 +114,7 @@ impl SqliteStore {
             } else {
                 None
             };
-            Ok(Page {
-                items,
-                next_cursor,
-                total,
-            })
+            Ok(Page::from_rows(items, limit, |item| item.seq, total))
         })
         .await
     }

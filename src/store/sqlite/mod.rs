@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     started_at   INTEGER NOT NULL,
     heartbeat_at INTEGER NOT NULL,
     in_flight    INTEGER NOT NULL,
+    destination_share INTEGER NOT NULL,
     plugins      TEXT NOT NULL
 );
 "#;

@@ -20,10 +20,11 @@ impl SqliteStore {
         self.write_relaxed(move |conn| {
             let now = now_millis();
             conn.prepare_cached(
-                "INSERT INTO nodes (id, listen, version, started_at, heartbeat_at, in_flight, plugins) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                "INSERT INTO nodes (id, listen, version, started_at, heartbeat_at, in_flight, \
+                 destination_share, plugins) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                  ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
-                 in_flight = excluded.in_flight, plugins = excluded.plugins",
+                 in_flight = excluded.in_flight, destination_share = excluded.destination_share, \
+                 plugins = excluded.plugins",
             )?
             .execute(params![
                 node.id.as_str(),
@@ -32,6 +33,7 @@ impl SqliteStore {
                 node.started_at,
                 now,
                 node.in_flight,
+                node.destination_share,
                 plugins
             ])?;
             conn.prepare_cached("DELETE FROM nodes WHERE heartbeat_at < ?1")?
@@ -55,12 +57,12 @@ impl SqliteStore {
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         self.read(|conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT id, listen, version, started_at, heartbeat_at, in_flight, plugins \
-                 FROM nodes ORDER BY started_at, id",
+                "SELECT id, listen, version, started_at, heartbeat_at, in_flight, \
+                 destination_share, plugins FROM nodes ORDER BY started_at, id",
             )?;
             let rows = statement
                 .query_map([], |row| {
-                    let plugins: String = row.get(6)?;
+                    let plugins: String = row.get(7)?;
                     Ok(NodeRecord {
                         id: NodeId::from(row.get::<_, String>(0)?),
                         listen: row.get(1)?,
@@ -68,6 +70,7 @@ impl SqliteStore {
                         started_at: row.get(3)?,
                         heartbeat_at: row.get(4)?,
                         in_flight: row.get(5)?,
+                        destination_share: row.get(6)?,
                         plugins: serde_json::from_str(&plugins).unwrap_or_default(),
                     })
                 })?

@@ -127,12 +127,7 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         self.write_relaxed(move |conn| {
             let now = now_millis();
-            let (status, due_at) = match outcome {
-                AttemptOutcome::Succeeded => (DeliveryStatus::Succeeded, now),
-                AttemptOutcome::Skipped => (DeliveryStatus::Skipped, now),
-                AttemptOutcome::Failed => (DeliveryStatus::Failed, now),
-                AttemptOutcome::Retry { due_at } => (DeliveryStatus::Queued, due_at),
-            };
+            let (status, due_at) = outcome.next_state(now);
             let updated = conn
                 .prepare_cached(
                     "UPDATE deliveries SET status = ?1, due_at = ?2, attempts = ?3, \
@@ -312,7 +307,7 @@ impl SqliteStore {
     ) -> Result<Page<DeliveryView>, StoreError> {
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(&list_sql(status))?;
-            let mut items = statement
+            let items = statement
                 .query_map(
                     params![
                         before_seq.unwrap_or(i64::MAX),
@@ -321,17 +316,7 @@ impl SqliteStore {
                     delivery_view,
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
-            let next_cursor = if items.len() > limit {
-                items.truncate(limit);
-                items.last().map(|item| item.seq)
-            } else {
-                None
-            };
-            Ok(Page {
-                items,
-                next_cursor,
-                total: None,
-            })
+            Ok(Page::from_rows(items, limit, |item| item.seq, None))
         })
         .await
     }
@@ -471,7 +456,7 @@ fn claim(
     conn: &Connection,
     limit: usize,
     lease_ms: i64,
-    budget: ClaimBudget,
+    mut budget: ClaimBudget,
 ) -> Result<(Vec<ClaimedRow>, Option<UnixMillis>), StoreError> {
     let now = now_millis();
     let lease_token = uuid::Uuid::new_v4().to_string();
@@ -481,7 +466,6 @@ fn claim(
     // normally, a deep one when the caller asks because full destinations may be hiding
     // others' due work behind their backlog. Choosing here rather than in SQL (a window
     // function ranking per destination) spares a sort and a JSON parse per claim.
-    let mut room = budget.in_flight;
     let mut chosen = Vec::with_capacity(limit);
     {
         let mut due = conn.prepare_cached(
@@ -494,15 +478,9 @@ fn claim(
             && let Some(row) = rows.next()?
         {
             let dest_key = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
-            let held = match room.get_mut(dest_key) {
-                Some(held) => held,
-                None => room.entry(dest_key.to_owned()).or_default(),
-            };
-            if *held >= budget.per_destination {
-                continue;
+            if budget.admit(dest_key) {
+                chosen.push(row.get::<_, i64>(0)?);
             }
-            *held += 1;
-            chosen.push(row.get::<_, i64>(0)?);
         }
     }
     let mut take = conn.prepare_cached(

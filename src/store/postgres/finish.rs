@@ -1,0 +1,155 @@
+//! Recording attempts on PostgreSQL: group commit (see `group`) of `finish_attempt`.
+//!
+//! Each finish moves its delivery on (done, rescheduled or dead-lettered) and records the
+//! attempt, guarded by the delivery id and lease token: a finish whose lease was lost
+//! changes nothing and answers false. A group is one statement over `unnest`ed columns, in
+//! a transaction that commits without waiting for the WAL flush (see `RELAXED_COMMIT`).
+//! Measured (claims of 256 finished together, local server, debug build): one transaction
+//! per finish drained 4.6k deliveries/s, grouped 12k/s (`throughput` in
+//! tests/store_postgres.rs).
+
+use super::group::GroupWrite;
+use super::{PgStore, RELAXED_COMMIT, count_to_store, parse_id};
+use crate::domain::{Attempt, DeliveryId, DeliveryStatus, LeaseToken, UnixMillis, now_millis};
+use crate::store::{AttemptOutcome, StoreError};
+use deadpool_postgres::Pool;
+use std::collections::HashSet;
+use uuid::Uuid;
+
+/// Group-commit writers of attempt results.
+pub(super) const WRITERS: usize = 2;
+
+/// Move each delivery whose lease is still the one given, record its attempt (replacing a
+/// record of the same number, as a retried recording would), and return the moved pairs.
+const FINISH: &str = "WITH input AS ( \
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::int4[], \
+             $6::text[], $7::int8[], $8::int8[], $9::int4[], $10::text[]) \
+         AS i(id, lease_token, status, due_at, number, error, started_at, duration_ms, \
+             response_status, response_body)), \
+     moved AS ( \
+         UPDATE deliveries d SET status = i.status, due_at = i.due_at, attempts = i.number, \
+             last_error = i.error, updated_at = $11, lease_token = NULL \
+         FROM input i WHERE d.id = i.id AND d.lease_token = i.lease_token \
+         RETURNING d.id, i.lease_token), \
+     recorded AS ( \
+         INSERT INTO attempts (delivery_id, number, started_at, duration_ms, response_status, \
+             error, response_body) \
+         SELECT i.id, i.number, i.started_at, i.duration_ms, i.response_status, i.error, \
+             i.response_body \
+         FROM input i JOIN moved m ON m.id = i.id AND m.lease_token = i.lease_token \
+         ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = excluded.started_at, \
+             duration_ms = excluded.duration_ms, response_status = excluded.response_status, \
+             error = excluded.error, response_body = excluded.response_body) \
+     SELECT id, lease_token FROM moved";
+
+/// One attempt's result, ready for the statement.
+pub(super) struct FinishRow {
+    id: Uuid,
+    lease_token: Uuid,
+    status: DeliveryStatus,
+    due_at: UnixMillis,
+    attempt: Attempt,
+}
+
+impl PgStore {
+    pub async fn finish_attempt(
+        &self,
+        delivery_id: DeliveryId,
+        lease_token: LeaseToken,
+        attempt: Attempt,
+        outcome: AttemptOutcome,
+    ) -> Result<bool, StoreError> {
+        // A token or id that does not parse cannot be the lease on record.
+        let (Some(id), Some(lease_token)) = (parse_id(&delivery_id), parse_id(&lease_token)) else {
+            return Ok(false);
+        };
+        let now = now_millis();
+        let (status, due_at) = outcome.next_state(now);
+        let row = FinishRow {
+            id,
+            lease_token,
+            status,
+            due_at,
+            attempt,
+        };
+        self.inner.finishes.submit(row).await
+    }
+}
+
+/// The group-commit kind for attempt results.
+pub(super) struct Finish;
+
+impl GroupWrite for Finish {
+    type Input = FinishRow;
+    /// Whether the lease was still held, so the result was recorded.
+    type Output = bool;
+    const KIND: &'static str = "finish";
+    const MAX_ITEMS: usize = 1024;
+    /// Response bodies and errors are kept short by the engine; this bounds the statement.
+    const MAX_BYTES: usize = 16 << 20;
+
+    fn size(row: &FinishRow) -> (usize, usize) {
+        let attempt = &row.attempt;
+        let bytes = attempt.error.as_ref().map_or(0, String::len)
+            + attempt.response_body.as_ref().map_or(0, String::len);
+        (1, bytes)
+    }
+
+    async fn write(pool: &Pool, rows: &[&FinishRow]) -> Result<Vec<bool>, StoreError> {
+        let mut client = pool.get().await?;
+        let transaction = client.transaction().await?;
+        transaction.batch_execute(RELAXED_COMMIT).await?;
+        let finish = transaction.prepare_cached(FINISH).await?;
+        let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+        let tokens: Vec<Uuid> = rows.iter().map(|row| row.lease_token).collect();
+        let statuses: Vec<&str> = rows.iter().map(|row| row.status.as_str()).collect();
+        let due_at: Vec<UnixMillis> = rows.iter().map(|row| row.due_at).collect();
+        let numbers: Vec<i32> = rows
+            .iter()
+            .map(|row| count_to_store(row.attempt.number))
+            .collect();
+        let errors: Vec<Option<&str>> = rows
+            .iter()
+            .map(|row| row.attempt.error.as_deref())
+            .collect();
+        let started_at: Vec<UnixMillis> = rows.iter().map(|row| row.attempt.started_at).collect();
+        let durations: Vec<i64> = rows
+            .iter()
+            .map(|row| i64::try_from(row.attempt.duration_ms).unwrap_or(i64::MAX))
+            .collect();
+        let statuses_received: Vec<Option<i32>> = rows
+            .iter()
+            .map(|row| row.attempt.response_status.map(i32::from))
+            .collect();
+        let bodies: Vec<Option<&str>> = rows
+            .iter()
+            .map(|row| row.attempt.response_body.as_deref())
+            .collect();
+        let moved: HashSet<(Uuid, Uuid)> = transaction
+            .query(
+                &finish,
+                &[
+                    &ids,
+                    &tokens,
+                    &statuses,
+                    &due_at,
+                    &numbers,
+                    &errors,
+                    &started_at,
+                    &durations,
+                    &statuses_received,
+                    &bodies,
+                    &now_millis(),
+                ],
+            )
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()?;
+        transaction.commit().await?;
+        Ok(rows
+            .iter()
+            .map(|row| moved.contains(&(row.id, row.lease_token)))
+            .collect())
+    }
+}
