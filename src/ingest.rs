@@ -27,7 +27,7 @@ pub struct IngestEvent {
     pub data: Option<serde_json::Value>,
     #[serde(default)]
     pub event_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::optional_project_id")]
     pub project_id: Option<String>,
     #[serde(default)]
     pub webhook_configurations: Option<Vec<WebhookConfig>>,

@@ -509,6 +509,16 @@ async fn v2_list_pages_with_cursor_and_total() {
     assert_names_field(status, &body, "page_size");
     let (status, body) = app.get(&format!("{V2}?include_total=maybe")).await;
     assert_names_field(status, &body, "include_total");
+    // Kept as text; PostgreSQL's text cannot even hold a NUL.
+    let (status, body) = app.get(&format!("{V2}?project_id=a%00b")).await;
+    assert_names_field(status, &body, "project_id");
+    let (status, body) = app
+        .post(
+            &format!("{V1}?project_id=a%01b"),
+            &json!({"webhook_url": "https://hooks.example.com/x"}),
+        )
+        .await;
+    assert_names_field(status, &body, "project_id");
 }
 
 #[tokio::test]

@@ -43,6 +43,12 @@ async fn every_bad_input_is_a_4xx_naming_the_field() {
             "event_id",
         ),
         (
+            // Stored as text; PostgreSQL's text cannot even hold a NUL.
+            json!({"event_type": "parse.success", "project_id": "a\u{0}b"}),
+            422,
+            "project_id",
+        ),
+        (
             with(json!({"webhook_events": []})),
             422,
             "webhook_configurations[0]",

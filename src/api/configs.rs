@@ -35,6 +35,7 @@ pub fn router() -> Router<Arc<ApiState>> {
 
 #[derive(Debug, Deserialize)]
 pub struct Scope {
+    #[serde(default, deserialize_with = "crate::domain::optional_project_id")]
     project_id: Option<String>,
     #[allow(dead_code)] // accepted for LlamaCloud compatibility; projects are the tenant here
     organization_id: Option<String>,
@@ -42,6 +43,7 @@ pub struct Scope {
 
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
+    #[serde(default, deserialize_with = "crate::domain::optional_project_id")]
     project_id: Option<String>,
     page_size: Option<usize>,
     page_token: Option<String>,

@@ -47,6 +47,25 @@ impl DeliveryStatus {
     }
 }
 
+/// Deserialise an optional `project_id`: text without control characters, at most 256
+/// bytes. It is stored as text, and PostgreSQL's text cannot hold a NUL at all.
+pub fn optional_project_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let project: Option<String> = Option::deserialize(deserializer)?;
+    if let Some(project) = &project {
+        if project.chars().any(char::is_control) {
+            return Err(serde::de::Error::custom(
+                "must not contain control characters",
+            ));
+        }
+        if project.len() > 256 {
+            return Err(serde::de::Error::custom("must be at most 256 bytes"));
+        }
+    }
+    Ok(project)
+}
+
 /// Milliseconds since the Unix epoch; the store's one clock unit.
 pub type UnixMillis = i64;
 
