@@ -1,13 +1,13 @@
 //! This process as a node of the gateway: it reports itself in the store's node list (listen
-//! address, version, attempts running, the plugins it serves) every heartbeat, and from the
-//! number of live nodes sets its share of each destination's cap, so all nodes together stay
-//! within the cap. With SQLite it is the only live node; with PostgreSQL every process on the
-//! same database is listed and counted.
+//! address, version, attempts running, its share of the caps, the plugins it serves) every
+//! heartbeat, and from the live nodes and its rank among them takes its share of each
+//! destination's cap; the shares add up to the cap. With SQLite it is the only live node;
+//! with PostgreSQL every process on the same database is listed and counted.
 
 use crate::deliver::Engine;
 use crate::domain::{NodeId, UnixMillis, now_millis};
 use crate::plugin::PluginHost;
-use crate::store::{NodePlugin, NodeRecord, Store, StoreError};
+use crate::store::{LiveNodes, NodePlugin, NodeRecord, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +51,7 @@ impl Node {
     }
 
     /// Report once and take this node's share of the destination caps.
-    pub async fn beat(&self) -> Result<usize, StoreError> {
+    pub async fn beat(&self) -> Result<LiveNodes, StoreError> {
         let record = NodeRecord {
             id: self.id.clone(),
             listen: self.listen.clone(),

@@ -22,7 +22,8 @@ pub struct Config {
     /// libpq settings such as `options=-c%20search_path%3DSCHEMA`; no TLS yet.
     pub store: Option<String>,
     /// Accepted API keys (`Authorization: Bearer <key>`). When empty, a key is generated once
-    /// and kept in `<data_dir>/api_key`.
+    /// and kept in `<data_dir>/api_key` (SQLite) or in the database for every node
+    /// (PostgreSQL).
     pub api_keys: Vec<String>,
     /// CIDRs destinations may resolve into despite being loopback/private/link-local, or `*`.
     pub egress_allow: Vec<String>,

@@ -239,6 +239,10 @@ impl WebhookConfig {
 
 /// A destination URL must be absolute http(s) with a host the egress guard allows.
 pub fn validate_url(text: &str, egress: &EgressGuard) -> Result<url::Url, String> {
+    // The URL is stored and sent as given; the parser would quietly percent-encode these.
+    if text.chars().any(char::is_control) {
+        return Err("must not contain control characters (CR, LF, NUL, ...)".into());
+    }
     let url =
         url::Url::parse(text).map_err(|error| format!("{text:?} is not a valid URL: {error}"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -257,6 +261,9 @@ pub fn validate_url(text: &str, egress: &EgressGuard) -> Result<url::Url, String
 fn validate_secret(secret: &str) -> Result<(), String> {
     if secret.is_empty() {
         return Err("must not be empty".into());
+    }
+    if secret.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
     }
     if let Some(encoded) = secret.strip_prefix("whsec_") {
         use base64::Engine;

@@ -257,9 +257,9 @@ async fn the_wal_starts_over_under_continuous_writes() {
 /// time, so the delivery is not claimed again and sent twice.
 #[tokio::test]
 async fn leases_are_renewed_while_a_slow_attempt_runs() {
-    let app = spawn_app_with(|config| config.delivery.lease_ms = 200).await;
+    let app = spawn_app_with(|config| config.delivery.lease_ms = 500).await;
     let receiver = Receiver::start().await;
-    receiver.always(Answer::status(200).delay(Duration::from_millis(1_500)));
+    receiver.always(Answer::status(200).delay(Duration::from_millis(2_000)));
     let accepted = app
         .ingest(event_to(
             "parse.success",

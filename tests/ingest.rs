@@ -59,6 +59,16 @@ async fn every_bad_input_is_a_4xx_naming_the_field() {
             "webhook_configurations[0].webhook_events",
         ),
         (
+            with(json!({"webhook_url": "http://127.0.0.1:9/a\u{0}b"})),
+            422,
+            "webhook_configurations[0].webhook_url",
+        ),
+        (
+            with(json!({"webhook_url": hook, "webhook_signing_secret": "s\u{0}"})),
+            422,
+            "webhook_configurations[0].webhook_signing_secret",
+        ),
+        (
             with(json!({"webhook_url": hook, "webhook_events": ["parse.success", "parse.nope"]})),
             422,
             "webhook_events[1]",

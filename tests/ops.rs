@@ -644,3 +644,28 @@ async fn the_node_list_shows_this_gateway() {
         .unwrap_or_else(|| panic!("inngest not listed: {node}"));
     assert_eq!(inngest["sha256"].as_str().map(str::len), Some(64));
 }
+
+/// A receiver's body is kept as text on every store, even when it holds bytes some cannot
+/// store (NUL): the attempt is recorded, not retried forever.
+#[tokio::test]
+async fn a_response_body_holding_nul_is_recorded() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    receiver.always(Answer::status(200).body("ok\u{0}done"));
+    let accepted = app
+        .ingest(event_to(
+            "parse.success",
+            json!({"webhook_url": receiver.url("/nul")}),
+        ))
+        .await;
+    let delivery = app
+        .wait_for_status(
+            &delivery_id(&accepted, 0),
+            "succeeded",
+            Duration::from_secs(10),
+        )
+        .await;
+    let body = delivery["attempts"][0]["response_body"].as_str().unwrap();
+    assert!(body.starts_with("ok") && body.ends_with("done"), "{body:?}");
+    assert_eq!(receiver.count(), 1);
+}

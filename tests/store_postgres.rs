@@ -3,8 +3,8 @@
 //! saved configurations, and a gateway serving from it end to end.
 //!
 //! Each test works in a schema of its own with a random name, chosen through the URL's
-//! `search_path` option, and drops it at the end. The server is `HOOKGATE_TEST_POSTGRES`
-//! (default `postgres://root@127.0.0.1:5432/test`).
+//! `search_path` option, and drops it at the end, in the database `test` of the suite's
+//! server (`HOOKGATE_TEST_PG`, default `postgres://root@127.0.0.1:5432`).
 
 mod common;
 
@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 fn server_url() -> String {
-    std::env::var("HOOKGATE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
+    format!("{}/test", common::postgres::server_url())
 }
 
 /// A schema of the test's own, dropped (with everything in it) when this goes away.

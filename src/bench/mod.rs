@@ -1,6 +1,7 @@
 //! `hookgate bench`: a self-contained benchmark. Each scenario starts a fresh gateway (its
 //! real HTTP API and SQLite store in a temp folder, or a fresh schema on PostgreSQL with
-//! `--store postgres://…`), real receivers, and load generators in this process, then reports throughput, ingest and end-to-end latency, peak RSS and loss.
+//! `--store postgres://…`), real receivers, and load generators in this process, then
+//! reports throughput, ingest and end-to-end latency, peak RSS and loss.
 //!
 //! Figures: `events_per_sec` counts deliveries acknowledged by receivers per second of wall
 //! time (for `fanout`, deliveries, ten per event; for `backlog`, the drain rate);

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::domain::{DeliveryId, LeaseToken};
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
-use crate::store::{ClaimedDelivery, Lease, NewEvent, Store};
+use crate::store::{ClaimedDelivery, Lease, LiveNodes, NewEvent, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,7 +58,8 @@ pub struct Engine {
     clustered: AtomicBool,
     /// Slots in use per concurrency key.
     in_flight: Mutex<HashMap<String, usize>>,
-    /// Leases of running attempts, handed back if shutdown's grace runs out.
+    /// Every lease this process holds: running attempts and deliveries waiting in memory
+    /// for a slot. The renewal task extends them; shutdown hands back what is left.
     leases: Mutex<HashMap<DeliveryId, LeaseToken>>,
     tasks: TaskTracker,
     /// Set while the store may hold due deliveries the dispatcher has not claimed yet. Ingest
@@ -158,14 +159,22 @@ impl Engine {
         self.per_destination_limit.load(Ordering::Relaxed)
     }
 
-    /// `nodes` processes share the store: each takes an equal part of every destination's
-    /// cap (at least one attempt), so together they stay within it.
-    pub fn set_live_nodes(&self, nodes: usize) {
+    /// `live.count` processes share the store: each takes its part of every destination's
+    /// cap, the cap divided evenly with the remainder going to the first started, so the
+    /// parts add up to the cap (a node past the cap's count gets none).
+    pub fn set_live_nodes(&self, live: LiveNodes) {
         let cap = self.context.config.delivery.max_in_flight_per_destination;
-        let share = (cap / nodes.max(1)).max(1);
+        let nodes = live.count.max(1);
+        let share = cap / nodes + usize::from(live.rank < cap % nodes);
         self.clustered.store(nodes > 1, Ordering::Relaxed);
         if self.per_destination_limit.swap(share, Ordering::Relaxed) != share {
-            tracing::info!(nodes, share, cap, "per-destination share changed");
+            tracing::info!(
+                nodes,
+                rank = live.rank,
+                share,
+                cap,
+                "per-destination share changed"
+            );
             self.wake.notify_one();
         }
     }
@@ -176,35 +185,63 @@ impl Engine {
         i64::try_from(self.context.config.delivery.lease_ms).unwrap_or(i64::MAX)
     }
 
-    /// Extend the leases of every delivery this process runs or holds, in a task of its own
-    /// so a slow store write does not hold up claims.
-    fn renew_leases(&self, held: impl Iterator<Item = (DeliveryId, LeaseToken)>) {
-        let mut leases: Vec<(DeliveryId, LeaseToken)> = held.collect();
-        if let Ok(running) = self.leases.lock() {
-            leases.extend(
-                running
+    /// Record a lease this process now holds (claimed, handed over, or started).
+    fn hold_lease(&self, delivery_id: &DeliveryId, lease_token: &LeaseToken) {
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.insert(delivery_id.clone(), lease_token.clone());
+        }
+    }
+
+    /// Forget a lease this process no longer holds. Only that lease: if the delivery was
+    /// claimed again since (its lease had run out), the newer one stays.
+    fn drop_lease(&self, delivery_id: &DeliveryId, lease_token: &LeaseToken) {
+        if let Ok(mut leases) = self.leases.lock()
+            && leases.get(delivery_id) == Some(lease_token)
+        {
+            leases.remove(delivery_id);
+        }
+    }
+
+    fn held_leases(&self) -> Vec<(DeliveryId, LeaseToken)> {
+        self.leases
+            .lock()
+            .map(|leases| {
+                leases
                     .iter()
-                    .map(|(id, token)| (id.clone(), token.clone())),
-            );
-        }
-        if leases.is_empty() {
-            return;
-        }
-        let store = self.context.store.clone();
-        let until = crate::domain::now_millis() + self.lease_ms();
-        tokio::spawn(async move {
+                    .map(|(id, token)| (id.clone(), token.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Extend every lease held, each quarter of the lease, until `stop`. A task of its own,
+    /// so neither a slow claim nor shutdown's drain holds renewals up.
+    async fn renew_leases(self: Arc<Self>, stop: CancellationToken) {
+        let every = Duration::from_millis(self.context.config.delivery.lease_ms / 4);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let leases = self.held_leases();
+            if leases.is_empty() {
+                continue;
+            }
             let asked = leases.len();
-            match store.renew_leases(leases, until).await {
+            let until = crate::domain::now_millis() + self.lease_ms();
+            match self.context.store.renew_leases(leases, until).await {
                 Ok(renewed) if renewed < asked => tracing::debug!(
                     lost = asked - renewed,
-                    "some leases had ended or been taken over; their results will be ignored"
+                    "some leases ended, were taken over or are being written; not renewed"
                 ),
                 Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(%error, "renewing leases failed; they may expire and be sent again")
                 }
             }
-        });
+        }
     }
 
     /// Before `events` are committed: lease every delivery whose destination has a free slot
@@ -287,6 +324,7 @@ impl Engine {
         match counts.get_mut(key) {
             Some(count) if *count >= self.destination_share() => return None,
             Some(count) => *count += 1,
+            None if self.destination_share() == 0 => return None,
             None => {
                 counts.insert(key.to_owned(), 1);
             }
@@ -313,18 +351,14 @@ impl Engine {
             });
             return;
         }
-        if let Ok(mut leases) = self.leases.lock() {
-            leases.insert(delivery.id.clone(), delivery.lease_token.clone());
-        }
+        self.hold_lease(&delivery.id, &delivery.lease_token);
         let engine = self.clone();
         self.tasks.spawn(async move {
-            let delivery_id = delivery.id.clone();
+            let lease = (delivery.id.clone(), delivery.lease_token.clone());
             // The slot is handed back as soon as the receiver has answered: the store
             // write that follows must not count against the receiver.
             attempt::run(&engine.context, delivery, move || drop(slot)).await;
-            if let Ok(mut leases) = engine.leases.lock() {
-                leases.remove(&delivery_id);
-            }
+            engine.drop_lease(&lease.0, &lease.1);
         });
     }
 
@@ -335,22 +369,16 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Claim due deliveries while there is room and renew the leases held, until
-    /// `shutdown`; then drain.
+    /// Claim due deliveries while there is room, until `shutdown`; then drain. Leases are
+    /// renewed throughout, the drain included.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let renewals_stop = CancellationToken::new();
+        let renewals = tokio::spawn(self.clone().renew_leases(renewals_stop.clone()));
         let mut dispatcher = Dispatcher::new(self.clone());
-        let renew_every = Duration::from_millis(self.context.config.delivery.lease_ms / 4);
-        // Checked on every round, not only while idle: a dispatcher that claims without pause
-        // under load must still renew.
-        let mut next_renewal = tokio::time::Instant::now() + renew_every;
         loop {
             let stepped = dispatcher.step().await;
             if shutdown.is_cancelled() {
                 break;
-            }
-            if tokio::time::Instant::now() >= next_renewal {
-                self.renew_leases(dispatcher.held_leases());
-                next_renewal = tokio::time::Instant::now() + renew_every;
             }
             let Some(wait) = stepped.wait() else {
                 continue;
@@ -358,7 +386,6 @@ impl Engine {
             let woke = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => true,
-                _ = tokio::time::sleep_until(next_renewal) => continue,
                 _ = tokio::time::sleep(wait) => false,
             };
             // A retry or a lease falls due now: ingest must not overtake it.
@@ -368,6 +395,8 @@ impl Engine {
         }
         dispatcher.release_waiting().await;
         self.drain().await;
+        renewals_stop.cancel();
+        let _ = renewals.await;
     }
 
     /// Stop starting attempts, let running ones finish within the grace period, and hand
@@ -380,16 +409,7 @@ impl Engine {
         {
             return;
         }
-        let leases: Vec<(DeliveryId, LeaseToken)> = self
-            .leases
-            .lock()
-            .map(|leases| {
-                leases
-                    .iter()
-                    .map(|(id, token)| (id.clone(), token.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let leases = self.held_leases();
         tracing::warn!(
             unfinished = leases.len(),
             "shutdown grace over; releasing leases"

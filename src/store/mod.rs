@@ -255,6 +255,14 @@ pub struct NodeRecord {
     pub plugins: Vec<NodePlugin>,
 }
 
+/// What a heartbeat learns: the live nodes, and how many of them started before this one
+/// (its rank, by start time and id, the order every node agrees on).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveNodes {
+    pub count: usize,
+    pub rank: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct NodePlugin {
     pub name: String,
@@ -393,12 +401,12 @@ impl Store {
     }
 
     /// Record `node`'s heartbeat, forget nodes silent for a long time, and count the nodes
-    /// heard from within `alive_within_ms` (this one included).
+    /// heard from within `alive_within_ms` (this one included) and this one's rank.
     pub async fn heartbeat_node(
         &self,
         node: NodeRecord,
         alive_within_ms: i64,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<LiveNodes, StoreError> {
         dispatch!(self, s => s.heartbeat_node(node, alive_within_ms).await)
     }
 
@@ -420,8 +428,9 @@ impl Store {
         }
     }
 
-    /// Call `on_queued` whenever another process sharing the store queues work, until
-    /// `shutdown`. SQLite has one process per file, so nothing ever calls it there.
+    /// Call `on_queued` whenever any process sharing the store (this one included) commits
+    /// queued work, and after each reconnect, until `shutdown`. SQLite has one process per
+    /// file, which wakes itself, so nothing calls it there.
     pub fn watch_queued(
         &self,
         on_queued: impl Fn() + Send + Sync + 'static,
@@ -432,7 +441,8 @@ impl Store {
         }
     }
 
-    /// Every node heard from recently, oldest first.
+    /// Every node in the list, oldest first: the live ones and those silent for less than
+    /// the hour after which they are forgotten.
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         dispatch!(self, s => s.nodes().await)
     }

@@ -10,7 +10,7 @@
 use super::migrate::quote_identifier;
 use super::{PgStore, RELAXED_COMMIT, parse_id};
 use crate::domain::{DeliveryId, LeaseToken, NodeId, UnixMillis, now_millis};
-use crate::store::{NodeRecord, StoreError};
+use crate::store::{LiveNodes, NodeRecord, StoreError};
 use deadpool_postgres::GenericClient;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -31,14 +31,25 @@ const HEARTBEAT: &str = "WITH beat AS ( \
              in_flight = excluded.in_flight, destination_share = excluded.destination_share, \
              plugins = excluded.plugins, listen = excluded.listen, version = excluded.version), \
      forgotten AS (DELETE FROM nodes WHERE heartbeat_at < $8) \
-     SELECT count(*) FROM nodes WHERE heartbeat_at >= $9 AND id <> $1";
+     SELECT count(*), count(*) FILTER (WHERE (started_at, id) < ($4, $1)) \
+     FROM nodes WHERE heartbeat_at >= $9 AND id <> $1";
 
-const RENEW: &str = "UPDATE deliveries d SET due_at = $1 \
-     FROM unnest($2::uuid[], $3::uuid[]) AS l(id, lease_token) \
-     WHERE d.id = l.id AND d.lease_token = l.lease_token AND d.status = 'in_flight'";
+/// Rows another transaction holds (an attempt record or a hand-back being written) are
+/// skipped rather than waited for: they are about to stop needing the lease, and waiting
+/// would let renewals and grouped writes lock the same rows in different orders.
+const RENEW: &str = "WITH held AS ( \
+         SELECT d.seq FROM deliveries d \
+         JOIN unnest($2::uuid[], $3::uuid[]) AS l(id, lease_token) \
+             ON d.id = l.id AND d.lease_token = l.lease_token \
+         WHERE d.status = 'in_flight' FOR UPDATE OF d SKIP LOCKED) \
+     UPDATE deliveries d SET due_at = $1 FROM held WHERE d.seq = held.seq";
 
-/// The notification channel of the schema the connection's search path names.
-const CHANNEL: &str = "'hookgate_' || current_schema()";
+/// The notification channel of the schema the connection's search path names; hashed,
+/// since a channel name is at most 63 bytes and a schema name may be as long.
+const CHANNEL: &str = "'hookgate_' || md5(current_schema())";
+/// How long the listening connection may be silent before TCP checks on it: a peer that
+/// vanished without closing must not leave this node waiting for wake-ups that never come.
+const LISTEN_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// Tell every node, once `client`'s transaction commits, that deliveries were queued.
 /// Notifications of one transaction are folded into one by the server.
@@ -55,7 +66,7 @@ impl PgStore {
         &self,
         node: NodeRecord,
         alive_within_ms: i64,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<LiveNodes, StoreError> {
         let id = node_uuid(&node.id)?;
         let plugins = serde_json::to_string(&node.plugins)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?;
@@ -64,7 +75,7 @@ impl PgStore {
         let statement = client.prepare_cached(HEARTBEAT).await?;
         let in_flight = i32::try_from(node.in_flight).unwrap_or(i32::MAX);
         let share = i32::try_from(node.destination_share).unwrap_or(i32::MAX);
-        let others: i64 = client
+        let row = client
             .query_one(
                 &statement,
                 &[
@@ -80,10 +91,13 @@ impl PgStore {
                     &share,
                 ],
             )
-            .await?
-            .try_get(0)?;
+            .await?;
+        let (others, before): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
         // The statement's snapshot predates its own insert: count this node apart.
-        Ok(usize::try_from(others).unwrap_or(0) + 1)
+        Ok(LiveNodes {
+            count: usize::try_from(others).unwrap_or(0) + 1,
+            rank: usize::try_from(before).unwrap_or(0),
+        })
     }
 
     pub async fn remove_node(&self, node_id: NodeId) -> Result<(), StoreError> {
@@ -173,16 +187,23 @@ impl PgStore {
         on_queued: impl Fn() + Send + Sync + 'static,
         shutdown: CancellationToken,
     ) {
-        let settings = self.inner.connect.clone();
+        let mut settings = self.inner.connect.clone();
+        settings.keepalives(true).keepalives_idle(LISTEN_KEEPALIVE);
         tokio::spawn(async move {
-            let mut retry = Duration::from_millis(100);
+            let first_retry = Duration::from_millis(100);
+            let mut retry = first_retry;
             loop {
+                let started = tokio::time::Instant::now();
                 let listened = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     listened = listen(&settings, &on_queued) => listened,
                 };
                 if let Err(error) = listened {
                     tracing::warn!(%error, "postgres: listening for queued work failed; retrying");
+                }
+                // A connection that lasted starts the back-off over.
+                if started.elapsed() > LISTEN_RETRY_MAX {
+                    retry = first_retry;
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

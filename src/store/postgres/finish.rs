@@ -65,6 +65,17 @@ impl PgStore {
         };
         let now = now_millis();
         let (status, due_at) = outcome.next_state(now);
+        let mut attempt = attempt;
+        // A receiver's body or a plugin's error may hold NUL, which PostgreSQL's text cannot:
+        // the record would fail to write and the delivery be sent again forever.
+        for text in [&mut attempt.response_body, &mut attempt.error]
+            .into_iter()
+            .flatten()
+        {
+            if text.contains('\0') {
+                *text = text.replace('\0', "\u{FFFD}");
+            }
+        }
         let row = FinishRow {
             id,
             lease_token,

@@ -1,9 +1,9 @@
-//! The node list on SQLite. One process owns the file, so the list holds that process and
-//! the ones before it that did not leave cleanly, until they are forgotten.
+//! The node list on SQLite. One process owns the file, so the list holds just that process:
+//! opening the store forgets whatever earlier runs left in it.
 
 use super::SqliteStore;
 use crate::domain::{NodeId, now_millis};
-use crate::store::{NodeRecord, StoreError};
+use crate::store::{LiveNodes, NodeRecord, StoreError};
 use rusqlite::params;
 
 /// Nodes silent for this long are dropped from the list.
@@ -14,7 +14,7 @@ impl SqliteStore {
         &self,
         node: NodeRecord,
         alive_within_ms: i64,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<LiveNodes, StoreError> {
         let plugins = serde_json::to_string(&node.plugins)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?;
         self.write_relaxed(move |conn| {
@@ -38,10 +38,20 @@ impl SqliteStore {
             ])?;
             conn.prepare_cached("DELETE FROM nodes WHERE heartbeat_at < ?1")?
                 .execute([now - FORGET_AFTER_MS])?;
-            let alive: i64 = conn
-                .prepare_cached("SELECT count(*) FROM nodes WHERE heartbeat_at >= ?1")?
-                .query_row([now - alive_within_ms], |row| row.get(0))?;
-            Ok(alive.max(1) as usize)
+            let (others, before): (i64, i64) = conn
+                .prepare_cached(
+                    "SELECT count(*), count(*) FILTER (WHERE started_at < ?2 \
+                     OR (started_at = ?2 AND id < ?3)) \
+                     FROM nodes WHERE heartbeat_at >= ?1 AND id <> ?3",
+                )?
+                .query_row(
+                    params![now - alive_within_ms, node.started_at, node.id.as_str()],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?;
+            Ok(LiveNodes {
+                count: usize::try_from(others).unwrap_or(0) + 1,
+                rank: usize::try_from(before).unwrap_or(0),
+            })
         })
         .await
     }
