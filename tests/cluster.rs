@@ -572,3 +572,33 @@ async fn an_outage_of_postgres_answers_503_and_loses_nothing() {
     drop(app);
     admin(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await;
 }
+
+/// Two nodes starting at the same moment on an empty schema: one applies the migrations
+/// under the advisory lock, the other finds them applied; both serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_starting_together_migrate_once() {
+    let cluster = Cluster::new(&[]).await;
+    let (first, second) = tokio::join!(cluster.launch(), cluster.launch());
+    let (client, connection) = tokio_postgres::connect(&cluster.store, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let applied: Vec<i32> = client
+        .query(
+            "SELECT version FROM hookgate_schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let known: Vec<i32> = hookgate::store::postgres::MIGRATIONS
+        .iter()
+        .map(|migration| migration.version)
+        .collect();
+    assert_eq!(applied, known);
+    for node in [&first, &second] {
+        assert!(node.get("/api/v1/nodes").await["nodes"].is_array());
+    }
+}
