@@ -602,3 +602,47 @@ async fn two_nodes_starting_together_migrate_once() {
         assert!(node.get("/api/v1/nodes").await["nodes"].is_array());
     }
 }
+
+/// More nodes than the cap: the shares are 1, 1 and 0, so the third node runs none of the
+/// destination's attempts, and the receiver still sees at most the cap at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_nodes_than_the_cap_still_hold_the_cap() {
+    let cluster = Cluster::new(&[
+        ("HOOKGATE_MAX_IN_FLIGHT_PER_DESTINATION", "2"),
+        ("HOOKGATE_NODE_HEARTBEAT_MS", "200"),
+        ("HOOKGATE_REQUEST_TIMEOUT_MS", "30000"),
+    ])
+    .await;
+    let nodes = [
+        cluster.launch().await,
+        cluster.launch().await,
+        cluster.launch().await,
+    ];
+    wait_for_shares(&nodes[0], 3, 2).await;
+    let black_hole = Receiver::start().await;
+    black_hole.always(Answer::status(200).delay(Duration::from_secs(3600)));
+    for node in &nodes {
+        let (status, body) = node
+            .post_batch(&events(10, &black_hole.url("/void"), "void"))
+            .await
+            .unwrap();
+        assert_eq!(status, 202, "{body}");
+    }
+    black_hole.wait_for(2, Duration::from_secs(10)).await;
+    // Let every node claim and try: the third has no share, the others are full.
+    let healthy = Receiver::start().await;
+    let (status, _) = nodes[2]
+        .post_batch(&events(1, &healthy.url("/ok"), "ok"))
+        .await
+        .unwrap();
+    assert_eq!(status, 202);
+    healthy.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(black_hole.max_concurrent(), 2);
+    let shares: Vec<u64> = nodes[0].get("/api/v1/nodes").await["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|node| node["destination_share"].as_u64())
+        .collect();
+    assert_eq!(shares, vec![1, 1, 0]);
+}
