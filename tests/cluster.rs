@@ -361,32 +361,48 @@ async fn a_rolling_restart_under_load_loses_nothing() {
     wait_for_events(&receiver, &accepted, Duration::from_secs(60)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_black_hole_holds_only_the_cluster_cap() {
-    let cluster = Cluster::new(&[
-        // Shared 4 + 3 + 3 by three nodes.
-        ("HOOKGATE_MAX_IN_FLIGHT_PER_DESTINATION", "10"),
-        ("HOOKGATE_MAX_IN_FLIGHT", "32"),
+/// Three nodes sharing a destination cap of `cap`, settled, and a receiver that never
+/// answers, sent `per_node` events through every node.
+async fn three_nodes_and_a_black_hole(
+    settings: &[(&'static str, &str)],
+    cap: u64,
+    per_node: usize,
+) -> (Cluster, [Node; 3], Receiver) {
+    let cap_setting = cap.to_string();
+    let mut all = vec![
+        (
+            "HOOKGATE_MAX_IN_FLIGHT_PER_DESTINATION",
+            cap_setting.as_str(),
+        ),
         ("HOOKGATE_NODE_HEARTBEAT_MS", "200"),
         ("HOOKGATE_REQUEST_TIMEOUT_MS", "30000"),
-    ])
-    .await;
+    ];
+    all.extend_from_slice(settings);
+    let cluster = Cluster::new(&all).await;
     let nodes = [
         cluster.launch().await,
         cluster.launch().await,
         cluster.launch().await,
     ];
-    wait_for_shares(&nodes[0], 3, 10).await;
+    wait_for_shares(&nodes[0], 3, cap).await;
     let black_hole = Receiver::start().await;
     black_hole.always(Answer::status(200).delay(Duration::from_secs(3600)));
-    let healthy = Receiver::start().await;
     for node in &nodes {
         let (status, body) = node
-            .post_batch(&events(100, &black_hole.url("/void"), "void"))
+            .post_batch(&events(per_node, &black_hole.url("/void"), "void"))
             .await
             .unwrap();
         assert_eq!(status, 202, "{body}");
     }
+    (cluster, nodes, black_hole)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_hole_holds_only_the_cluster_cap() {
+    // Shared 4 + 3 + 3 by the three nodes.
+    let (_cluster, nodes, black_hole) =
+        three_nodes_and_a_black_hole(&[("HOOKGATE_MAX_IN_FLIGHT", "32")], 10, 100).await;
+    let healthy = Receiver::start().await;
     black_hole.wait_for(10, Duration::from_secs(10)).await;
     let mut latencies = Vec::new();
     for n in 0..30 {
@@ -607,27 +623,7 @@ async fn two_nodes_starting_together_migrate_once() {
 /// destination's attempts, and the receiver still sees at most the cap at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_nodes_than_the_cap_still_hold_the_cap() {
-    let cluster = Cluster::new(&[
-        ("HOOKGATE_MAX_IN_FLIGHT_PER_DESTINATION", "2"),
-        ("HOOKGATE_NODE_HEARTBEAT_MS", "200"),
-        ("HOOKGATE_REQUEST_TIMEOUT_MS", "30000"),
-    ])
-    .await;
-    let nodes = [
-        cluster.launch().await,
-        cluster.launch().await,
-        cluster.launch().await,
-    ];
-    wait_for_shares(&nodes[0], 3, 2).await;
-    let black_hole = Receiver::start().await;
-    black_hole.always(Answer::status(200).delay(Duration::from_secs(3600)));
-    for node in &nodes {
-        let (status, body) = node
-            .post_batch(&events(10, &black_hole.url("/void"), "void"))
-            .await
-            .unwrap();
-        assert_eq!(status, 202, "{body}");
-    }
+    let (_cluster, nodes, black_hole) = three_nodes_and_a_black_hole(&[], 2, 10).await;
     black_hole.wait_for(2, Duration::from_secs(10)).await;
     // Let every node claim and try: the third has no share, the others are full.
     let healthy = Receiver::start().await;
