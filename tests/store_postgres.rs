@@ -13,8 +13,8 @@ use hookgate::domain::{
     LeaseToken, OutputFormat, RetryOverride, now_millis,
 };
 use hookgate::store::{
-    AttemptOutcome, ClaimBatch, ClaimBudget, Lease, NewDelivery, NewEvent, PgSettings, PgStore,
-    SavedConfig, Store,
+    AttemptOutcome, ClaimBatch, ClaimBudget, ClaimedDelivery, Lease, NewDelivery, NewEvent,
+    PgSettings, PgStore, SavedConfig, Store,
 };
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
@@ -140,6 +140,14 @@ fn attempt(number: u32, status: Option<u16>) -> Attempt {
             .map(|code| format!("HTTP {code}")),
         response_body: Some("ok".into()),
     }
+}
+
+/// Record a first, successful attempt; whether the lease still held.
+async fn succeed(store: &Store, delivery: &ClaimedDelivery) -> bool {
+    store
+        .finish_attempt(delivery, attempt(1, Some(200)), AttemptOutcome::Succeeded)
+        .await
+        .expect("finish")
 }
 
 async fn claim(store: &Store, limit: usize, lease_ms: i64) -> ClaimBatch {
@@ -442,12 +450,7 @@ async fn a_stale_lease_token_can_neither_finish_nor_release() {
     let held = claim(&store, 1, 60_000).await.deliveries.remove(0);
     let mut forged = held.clone();
     forged.lease_token = LeaseToken::generate();
-    assert!(
-        !store
-            .finish_attempt(&forged, attempt(1, Some(200)), AttemptOutcome::Succeeded)
-            .await
-            .unwrap()
-    );
+    assert!(!succeed(&store, &forged).await);
     store
         .release(vec![(forged.id.clone(), forged.lease_token.clone())])
         .await
@@ -464,12 +467,7 @@ async fn a_stale_lease_token_can_neither_finish_nor_release() {
     assert_eq!(again.id, held.id);
     assert_ne!(again.lease_token, held.lease_token);
     // The first lease is gone now.
-    assert!(
-        !store
-            .finish_attempt(&held, attempt(1, Some(200)), AttemptOutcome::Succeeded)
-            .await
-            .unwrap()
-    );
+    assert!(!succeed(&store, &held).await);
     store.close();
 }
 
@@ -537,18 +535,8 @@ async fn an_expired_lease_is_claimable_again_and_the_old_holder_loses_it() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert_eq!(second.id, first.id);
-    assert!(
-        !store
-            .finish_attempt(&first, attempt(1, Some(200)), AttemptOutcome::Succeeded)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .finish_attempt(&second, attempt(1, Some(200)), AttemptOutcome::Succeeded)
-            .await
-            .unwrap()
-    );
+    assert!(!succeed(&store, &first).await);
+    assert!(succeed(&store, &second).await);
     store.close();
 }
 
@@ -582,12 +570,7 @@ async fn a_handed_over_delivery_is_stored_in_flight_under_its_lease() {
     let mut handed = batch.deliveries[0].clone();
     handed.id = new.deliveries[0].id.clone();
     handed.lease_token = lease.token;
-    assert!(
-        store
-            .finish_attempt(&handed, attempt(1, Some(200)), AttemptOutcome::Succeeded)
-            .await
-            .unwrap()
-    );
+    assert!(succeed(&store, &handed).await);
     store.close();
 }
 
