@@ -32,7 +32,7 @@ pub struct IngestEvent {
     #[serde(default)]
     pub webhook_configurations: Option<Vec<WebhookConfig>>,
     #[serde(default)]
-    pub webhook_configuration_ids: Option<Vec<String>>,
+    pub webhook_configuration_ids: Option<Vec<ConfigId>>,
 }
 
 /// What the producer is told about one accepted event.
@@ -85,11 +85,7 @@ impl Ingest {
         let timestamp = unix_seconds_now();
         let mut prepared = Vec::with_capacity(events.len());
         for (index, event) in events.into_iter().enumerate() {
-            let prefix = if in_batch {
-                format!("events[{index}].")
-            } else {
-                String::new()
-            };
+            let prefix = field_prefix(in_batch, index);
             prepared.push(self.prepare(event, &prefix, &saved, timestamp)?);
         }
         let handover = self.engine.reserve(&mut prepared);
@@ -130,8 +126,7 @@ impl Ingest {
     ) -> Result<BTreeMap<ConfigId, SavedConfig>, IngestError> {
         let mut ids: Vec<ConfigId> = events
             .iter()
-            .flat_map(|event| event.webhook_configuration_ids.iter().flatten())
-            .map(|id| ConfigId::from(id.as_str()))
+            .flat_map(|event| event.webhook_configuration_ids.iter().flatten().cloned())
             .collect();
         if ids.is_empty() {
             return Ok(BTreeMap::new());
@@ -147,20 +142,14 @@ impl Ingest {
             .collect();
         for (index, event) in events.iter().enumerate() {
             for (position, id) in event.webhook_configuration_ids.iter().flatten().enumerate() {
-                let visible = found
-                    .get(&ConfigId::from(id.as_str()))
-                    .is_some_and(|config| {
-                        event
-                            .project_id
-                            .as_ref()
-                            .is_none_or(|project| *project == config.tenant_id)
-                    });
+                let visible = found.get(id).is_some_and(|config| {
+                    event
+                        .project_id
+                        .as_ref()
+                        .is_none_or(|project| *project == config.tenant_id)
+                });
                 if !visible {
-                    let prefix = if in_batch {
-                        format!("events[{index}].")
-                    } else {
-                        String::new()
-                    };
+                    let prefix = field_prefix(in_batch, index);
                     return Err(unknown_config(
                         format!("{prefix}webhook_configuration_ids[{position}]"),
                         id,
@@ -215,7 +204,7 @@ impl Ingest {
         }
         for (index, id) in event.webhook_configuration_ids.iter().flatten().enumerate() {
             let path = format!("{prefix}webhook_configuration_ids[{index}]");
-            let Some(stored) = saved.get(&ConfigId::from(id.as_str())) else {
+            let Some(stored) = saved.get(id) else {
                 return Err(unknown_config(path, id).into());
             };
             let config =
@@ -286,8 +275,19 @@ pub fn payload_json(
     })
 }
 
-fn unknown_config(field: String, id: &str) -> FieldError {
-    FieldError::new(field, format!("no webhook configuration with id {id:?}"))
+fn unknown_config(field: String, id: &ConfigId) -> FieldError {
+    FieldError::new(
+        field,
+        format!("no webhook configuration with id {:?}", id.as_str()),
+    )
+}
+
+/// Where an event's fields are named in errors: `events[i].` inside a batch.
+fn field_prefix(in_batch: bool, index: usize) -> String {
+    match in_batch {
+        true => format!("events[{index}]."),
+        false => String::new(),
+    }
 }
 
 /// Now as Unix seconds with microseconds: the `timestamp` of SPEC 3.

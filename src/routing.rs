@@ -26,6 +26,9 @@ pub const MAX_ATTEMPTS: u64 = 100;
 pub const MAX_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
 pub const MAX_TIMEOUT_MS: u64 = 120_000;
 
+/// The write-only field of a configuration, stored apart from the others.
+pub const SECRET_FIELD: &str = "webhook_signing_secret";
+
 /// A webhook configuration as LlamaCloud names its fields, plus hookgate's extensions.
 /// Unknown fields are ignored, as LlamaCloud's API does.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -107,7 +110,7 @@ impl WebhookConfig {
     ) -> Result<WebhookConfig, String> {
         let mut fields = settings.clone();
         if let (Some(secret), Some(object)) = (signing_secret, fields.as_object_mut()) {
-            object.insert("webhook_signing_secret".into(), secret.into());
+            object.insert(SECRET_FIELD.into(), secret.into());
         }
         serde_json::from_value(fields)
             .map_err(|error| format!("stored configuration is unreadable: {error}"))
@@ -176,7 +179,7 @@ impl WebhookConfig {
         }
         if let Some(secret) = &self.webhook_signing_secret {
             validate_secret(secret)
-                .map_err(|message| FieldError::new(field("webhook_signing_secret"), message))?;
+                .map_err(|message| FieldError::new(field(SECRET_FIELD), message))?;
         }
         if let Some(plugin) = &self.webhook_transform
             && !(checks.plugin_exists)(plugin)

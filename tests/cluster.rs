@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// One gateway process.
@@ -515,13 +515,19 @@ async fn an_outage_of_postgres_answers_503_and_loses_nothing() {
     let receiver = Receiver::start().await;
     let url = receiver.url("/outage");
     let stop = Arc::new(AtomicBool::new(false));
+    // What the producer has seen so far: 202s before the outage, 503s, 202s after it.
+    let counts = Arc::new([
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ]);
+    let [before, unavailable, after] = [0, 1, 2];
     let producer = {
-        let stop = stop.clone();
+        let (stop, counts) = (stop.clone(), counts.clone());
         let endpoint = app.url("/api/v1/events/batch");
         tokio::spawn(async move {
             let client = reqwest::Client::new();
-            let (mut accepted, mut unavailable, mut accepted_after_outage) =
-                (BTreeSet::new(), 0, 0);
+            let mut accepted = BTreeSet::new();
             while !stop.load(Ordering::SeqCst) {
                 let response = client
                     .post(&endpoint)
@@ -534,22 +540,25 @@ async fn an_outage_of_postgres_answers_503_and_loses_nothing() {
                     202 => {
                         let body: Value = response.json().await.unwrap();
                         accepted.extend(accepted_ids(&body));
-                        if unavailable > 0 {
-                            accepted_after_outage += 1;
-                        }
+                        let seen = match counts[unavailable].load(Ordering::SeqCst) {
+                            0 => before,
+                            _ => after,
+                        };
+                        counts[seen].fetch_add(1, Ordering::SeqCst);
                     }
                     503 => {
                         assert!(response.headers().contains_key("retry-after"));
-                        unavailable += 1;
+                        counts[unavailable].fetch_add(1, Ordering::SeqCst);
                     }
                     other => panic!("ingest answered {other}"),
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            (accepted, unavailable, accepted_after_outage)
+            accepted
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = |index: usize| counts[index].load(Ordering::SeqCst) > 0;
+    wait_until(|| seen(before), "ingest never accepted before the outage").await;
     admin(&format!(
         "ALTER DATABASE {database} ALLOW_CONNECTIONS false; \
          SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
@@ -564,7 +573,7 @@ async fn an_outage_of_postgres_answers_503_and_loses_nothing() {
         assert!(Instant::now() < deadline, "/readyz never failed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(|| seen(unavailable), "ingest never answered 503").await;
     admin(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true")).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while app
@@ -579,11 +588,9 @@ async fn an_outage_of_postgres_answers_503_and_loses_nothing() {
         assert!(Instant::now() < deadline, "/readyz never recovered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(|| seen(after), "ingest never recovered").await;
     stop.store(true, Ordering::SeqCst);
-    let (accepted, unavailable, accepted_after_outage) = producer.await.unwrap();
-    assert!(unavailable > 0, "ingest never answered 503");
-    assert!(accepted_after_outage > 0, "ingest never recovered");
+    let accepted = producer.await.unwrap();
     wait_for_events(&receiver, &accepted, Duration::from_secs(60)).await;
     drop(app);
     admin(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await;
@@ -641,4 +648,13 @@ async fn more_nodes_than_the_cap_still_hold_the_cap() {
         .filter_map(|node| node["destination_share"].as_u64())
         .collect();
     assert_eq!(shares, vec![1, 1, 0]);
+}
+
+/// Wait until `done`, checking every 20 ms; panics with `what` after 30 s.
+async fn wait_until(done: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

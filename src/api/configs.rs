@@ -4,7 +4,7 @@
 
 use super::{ApiError, ApiState, parse_json};
 use crate::domain::{ConfigId, DestinationSource};
-use crate::routing::{Checks, WebhookConfig};
+use crate::routing::{Checks, SECRET_FIELD, WebhookConfig};
 use crate::store::SavedConfig;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 /// The tenant of configurations created without a `project_id`.
 const DEFAULT_TENANT: &str = "default";
-const SECRET_FIELD: &str = "webhook_signing_secret";
 /// axum's default body limit, which these routes keep.
 const CONFIG_BODY_LIMIT: usize = 2 << 20;
 /// How many configurations the unpaginated v1 list reads from the store at a time.

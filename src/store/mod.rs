@@ -1,10 +1,12 @@
 //! The durable store: the only hand-off between ingest and delivery.
 //!
 //! Its verbs are those of a lease-based work queue — enqueue (event and deliveries in one
-//! transaction), claim due deliveries with a lease, finish an attempt (record it and
+//! transaction), claim due deliveries with a lease, renew, finish an attempt (record it and
 //! complete, reschedule or dead-letter the delivery), release — plus the look-ups the
-//! operations API needs and the saved webhook configurations. A claim's `lease_token` guards
-//! every later write, so a worker whose lease expired cannot overwrite the next owner's work;
+//! operations API needs, the saved webhook configurations, and what nodes sharing a store
+//! share besides the queue (the node list, a generated API key, wake-ups). A claim's
+//! `lease_token` guards every later write, so a worker whose lease expired cannot overwrite
+//! the next owner's work;
 //! SQLite renders the claim with one writer thread; PostgreSQL with `FOR UPDATE SKIP LOCKED`,
 //! so that several gateways can share one queue.
 //!
