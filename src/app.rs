@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::deliver::{DeliveryContext, Engine, Handover, client::HttpClient};
 use crate::domain::DestinationSource;
 use crate::egress::EgressGuard;
-use crate::ingest::{Ingest, Route};
+use crate::ingest::{Ingest, QueueCap, Route};
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
 use crate::routing::Checks;
@@ -82,6 +82,13 @@ impl App {
         node.beat()
             .await
             .context("registering this node in the store")?;
+        let queue_cap = Arc::new(QueueCap::new(config.limits.max_queued));
+        if queue_cap.enabled() {
+            queue_cap
+                .recount(&store)
+                .await
+                .context("counting the delivery queue")?;
+        }
         let ingest = Ingest {
             store: store.clone(),
             engine: engine.clone(),
@@ -90,6 +97,8 @@ impl App {
             metrics: metrics.clone(),
             routes: routes.into(),
             limits: config.limits.clone(),
+            queue_cap: queue_cap.clone(),
+            write_failing: Default::default(),
         };
         let state = Arc::new(ApiState {
             config,
@@ -140,6 +149,9 @@ impl App {
             engine_shutdown.clone(),
         );
         let engine = tokio::spawn(self.engine.run(engine_shutdown.clone()));
+        if state.ingest.queue_cap.enabled() {
+            tokio::spawn(recount_queue(state.clone(), shutdown.clone()));
+        }
         let node_shutdown = CancellationToken::new();
         let node = tokio::spawn(self.node.run(node_shutdown.clone()));
         let router = api::router(state.clone());
@@ -163,6 +175,20 @@ impl App {
         node.await.context("node heartbeat panicked")?;
         state.store.close();
         served.context("HTTP server failed")
+    }
+}
+
+/// Keep the queue cap's count current until shutdown. A failed count keeps the last one:
+/// ingest itself reports a store that cannot be reached.
+async fn recount_queue(state: Arc<ApiState>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(QueueCap::RECOUNT_EVERY) => {}
+        }
+        if let Err(error) = state.ingest.queue_cap.recount(&state.store).await {
+            tracing::warn!(%error, "counting the delivery queue failed");
+        }
     }
 }
 

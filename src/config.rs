@@ -85,6 +85,11 @@ pub struct LimitsConfig {
     pub max_batch_bytes: usize,
     /// Most events in one batch.
     pub max_batch_events: usize,
+    /// Deliveries queued or in flight past which ingest answers 429 with `Retry-After`
+    /// instead of letting the backlog grow without bound; 0 for no cap. Counted every
+    /// second and kept current from this node's own ingest in between, so other
+    /// nodes' ingest can overshoot it by what they accept in that time.
+    pub max_queued: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,8 +99,19 @@ pub struct PluginLimitsConfig {
     pub timeout_ms: u64,
     /// Linear memory one plugin instance may grow to.
     pub max_memory_bytes: usize,
-    /// Largest request (body plus headers and URL) a plugin may return.
+    /// Largest request (body plus headers and URL) a plugin may return. Also bounds what the
+    /// host copies out of the guest for one result, error or skip reason.
     pub max_output_bytes: usize,
+    /// Plugin calls running at once across all plugins (at most 128). With the memory and
+    /// output caps this bounds the host memory plugins can hold.
+    pub max_concurrent_calls: usize,
+    /// Calls of one plugin running at once, so one plugin cannot hold every call slot.
+    pub max_concurrent_per_plugin: usize,
+    /// Consecutive calls that exhaust their CPU budget before a plugin is paused: its
+    /// deliveries wait in the queue (no attempt spent) while one probe call is let through
+    /// after a pause that doubles from 1 s up to `max_pause_ms`.
+    pub pause_after_overruns: u32,
+    pub max_pause_ms: u64,
     /// How often the plugins folder is checked for added, changed or removed files.
     pub reload_interval_ms: u64,
     /// Where compiled plugins are cached by content hash; `<data_dir>/plugin-cache` when
@@ -166,6 +182,7 @@ impl Default for LimitsConfig {
             max_event_bytes: 1 << 20,
             max_batch_bytes: 32 << 20,
             max_batch_events: 1_000,
+            max_queued: 1_000_000,
         }
     }
 }
@@ -176,6 +193,10 @@ impl Default for PluginLimitsConfig {
             timeout_ms: 100,
             max_memory_bytes: 64 << 20,
             max_output_bytes: 4 << 20,
+            max_concurrent_calls: 16,
+            max_concurrent_per_plugin: 4,
+            pause_after_overruns: 5,
+            max_pause_ms: 60_000,
             reload_interval_ms: 1_000,
             cache_dir: None,
         }
@@ -305,6 +326,17 @@ impl Config {
         if let Some(value) = lookup("HOOKGATE_PLUGIN_TIMEOUT_MS") {
             self.plugins.timeout_ms = number("HOOKGATE_PLUGIN_TIMEOUT_MS", value)?;
         }
+        if let Some(value) = lookup("HOOKGATE_MAX_QUEUED") {
+            self.limits.max_queued = number("HOOKGATE_MAX_QUEUED", value)?;
+        }
+        if let Some(value) = lookup("HOOKGATE_PLUGIN_MAX_CONCURRENT_CALLS") {
+            self.plugins.max_concurrent_calls =
+                number("HOOKGATE_PLUGIN_MAX_CONCURRENT_CALLS", value)?;
+        }
+        if let Some(value) = lookup("HOOKGATE_PLUGIN_MAX_CONCURRENT_PER_PLUGIN") {
+            self.plugins.max_concurrent_per_plugin =
+                number("HOOKGATE_PLUGIN_MAX_CONCURRENT_PER_PLUGIN", value)?;
+        }
         Ok(())
     }
 
@@ -336,6 +368,19 @@ impl Config {
         }
         if self.delivery.node_heartbeat_ms < 10 {
             return invalid("delivery.node_heartbeat_ms must be at least 10");
+        }
+        if !(1..=crate::plugin::runtime::POOL_INSTANCES as usize)
+            .contains(&self.plugins.max_concurrent_calls)
+        {
+            return invalid("plugins.max_concurrent_calls must be between 1 and 128");
+        }
+        if self.plugins.max_concurrent_per_plugin == 0 {
+            return invalid("plugins.max_concurrent_per_plugin must be at least 1");
+        }
+        if self.plugins.pause_after_overruns == 0 || self.plugins.max_pause_ms < 1_000 {
+            return invalid(
+                "plugins.pause_after_overruns must be at least 1 and plugins.max_pause_ms at least 1000",
+            );
         }
         crate::store::StoreUrl::parse(self.store.as_deref(), &self.data_dir)
             .map_err(|error| ConfigError::Invalid(format!("store: {error}")))?;

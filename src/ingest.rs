@@ -18,6 +18,7 @@ use crate::store::{DeliverySummary, NewDelivery, NewEvent, SavedConfig, Store, S
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// One event as a producer submits it.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,8 +54,74 @@ pub enum IngestError {
     /// A payload over the size limit; the field names where.
     #[error("{0}")]
     TooLarge(FieldError),
+    /// The queue holds `max` deliveries or more: the producer should try again later.
+    #[error(
+        "the delivery queue is full ({queued} deliveries queued or in flight, the cap is {max}); try again later"
+    )]
+    QueueFull { queued: u64, max: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The cap on deliveries queued or in flight (`limits.max_queued`). Counting the queue on
+/// every request would cost a scan per ingest, so the store is counted every
+/// [`QueueCap::RECOUNT_EVERY`] and what this node accepts in between is added to the count:
+/// an estimate that errs high until the next count, never low for this node's own ingest.
+pub struct QueueCap {
+    max: u64,
+    counted: AtomicU64,
+    accepted_since_count: AtomicU64,
+}
+
+impl QueueCap {
+    pub const RECOUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// `max` 0 means no cap.
+    pub fn new(max: u64) -> Self {
+        QueueCap {
+            max,
+            counted: AtomicU64::new(0),
+            accepted_since_count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.max > 0
+    }
+
+    /// Refuse `deliveries` more when they would take the queue past the cap.
+    fn admit(&self, deliveries: u64) -> Result<(), IngestError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let queued = self
+            .counted
+            .load(Ordering::Relaxed)
+            .saturating_add(self.accepted_since_count.load(Ordering::Relaxed));
+        if queued.saturating_add(deliveries) > self.max {
+            return Err(IngestError::QueueFull {
+                queued,
+                max: self.max,
+            });
+        }
+        Ok(())
+    }
+
+    fn accepted(&self, deliveries: u64) {
+        self.accepted_since_count
+            .fetch_add(deliveries, Ordering::Relaxed);
+    }
+
+    /// Count the store's queue again. What was accepted before the count started is in it;
+    /// what is accepted while it runs stays added on top until the next count.
+    pub async fn recount(&self, store: &Store) -> Result<(), StoreError> {
+        let before = self.accepted_since_count.load(Ordering::Relaxed);
+        let depth = store.queue_depth().await?;
+        self.counted.store(depth, Ordering::Relaxed);
+        self.accepted_since_count
+            .fetch_sub(before, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// An operator route: the subscription and the project it is limited to, if any.
@@ -70,6 +137,9 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     pub routes: Arc<[Route]>,
     pub limits: LimitsConfig,
+    pub queue_cap: Arc<QueueCap>,
+    /// Set while commits fail (a full disk, an I/O error), for `/readyz`.
+    pub write_failing: Arc<AtomicBool>,
 }
 
 impl Ingest {
@@ -88,17 +158,36 @@ impl Ingest {
             let prefix = field_prefix(in_batch, index);
             prepared.push(self.prepare(event, &prefix, &saved, timestamp)?);
         }
+        let deliveries: u64 = prepared
+            .iter()
+            .map(|event| event.deliveries.len() as u64)
+            .sum();
+        if let Err(full) = self.queue_cap.admit(deliveries) {
+            self.metrics.events_refused_queue_full.inc();
+            return Err(full);
+        }
         let handover = self.engine.reserve(&mut prepared);
         // Stored and started in a task of its own: if the producer hangs up while the commit
         // is pending, the caller is dropped, but deliveries committed in flight must still
         // start.
-        let (store, engine, metrics) = (
+        let (store, engine, metrics, queue_cap) = (
             self.store.clone(),
             self.engine.clone(),
             self.metrics.clone(),
+            self.queue_cap.clone(),
         );
+        let write_failing = self.write_failing.clone();
         let outcomes = tokio::spawn(async move {
-            let outcomes = store.enqueue(prepared).await?;
+            let committed = store.enqueue(prepared).await;
+            write_failing.store(committed.is_err(), Ordering::Relaxed);
+            let outcomes = committed?;
+            queue_cap.accepted(
+                outcomes
+                    .iter()
+                    .filter(|outcome| !outcome.duplicate)
+                    .map(|outcome| outcome.deliveries.len() as u64)
+                    .sum(),
+            );
             let new_events = outcomes.iter().filter(|outcome| !outcome.duplicate).count();
             metrics.events_ingested.inc_by(new_events as u64);
             let duplicates: Vec<bool> = outcomes.iter().map(|outcome| outcome.duplicate).collect();

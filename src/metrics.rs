@@ -20,6 +20,10 @@ pub struct Metrics {
     pub attempt_seconds: Histogram,
     pub queue_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub plugin_errors: Counter<u64, AtomicU64>,
+    /// Deliveries handed back to the queue, no attempt spent, because their plugin is paused.
+    pub plugin_deferrals: Counter,
+    /// Events refused with 429 because the queue held `limits.max_queued` deliveries.
+    pub events_refused_queue_full: Counter,
 }
 
 impl Default for Metrics {
@@ -87,6 +91,18 @@ impl Metrics {
             "Transform plugin calls that trapped, overran or returned an error",
             plugin_errors.clone(),
         );
+        let plugin_deferrals = Counter::default();
+        registry.register(
+            "plugin_deferrals",
+            "Deliveries handed back to the queue without an attempt because their plugin is paused",
+            plugin_deferrals.clone(),
+        );
+        let events_refused_queue_full = Counter::default();
+        registry.register(
+            "events_refused_queue_full",
+            "Events refused with 429 because the queue was at its cap",
+            events_refused_queue_full.clone(),
+        );
         Metrics {
             registry,
             events_ingested,
@@ -98,6 +114,8 @@ impl Metrics {
             attempt_seconds,
             queue_depth,
             plugin_errors,
+            plugin_deferrals,
+            events_refused_queue_full,
         }
     }
 

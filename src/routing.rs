@@ -246,15 +246,15 @@ pub fn validate_url(text: &str, egress: &EgressGuard) -> Result<url::Url, String
     if text.chars().any(char::is_control) {
         return Err("must not contain control characters (CR, LF, NUL, ...)".into());
     }
-    let url =
-        url::Url::parse(text).map_err(|error| format!("{text:?} is not a valid URL: {error}"))?;
+    // Errors do not echo the URL: its userinfo may hold a password.
+    let url = url::Url::parse(text).map_err(|error| format!("is not a valid URL: {error}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
             "scheme {:?} is not allowed; use http or https",
             url.scheme()
         ));
     }
-    let host = url.host().ok_or_else(|| format!("{text:?} has no host"))?;
+    let host = url.host().ok_or_else(|| "has no host".to_owned())?;
     egress
         .check_host(&host)
         .map_err(|denied| denied.to_string())?;

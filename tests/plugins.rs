@@ -14,6 +14,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{install_plugin as install, install_plugin_bytes as install_bytes};
+
 const WAIT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
@@ -21,17 +23,6 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Copy the built test plugin `built` into `dir` as `<name>.wasm`, atomically: write a
 /// temp file the scan ignores (wrong extension), then rename it over the target.
-fn install(dir: &Path, built: &str, name: &str) {
-    install_bytes(dir, name, &std::fs::read(built_plugin(built)).unwrap());
-}
-
-fn install_bytes(dir: &Path, name: &str, bytes: &[u8]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let partial = dir.join(format!("{name}.wasm.part"));
-    std::fs::write(&partial, bytes).unwrap();
-    std::fs::rename(&partial, dir.join(format!("{name}.wasm"))).unwrap();
-}
-
 fn random_bytes(len: usize) -> Vec<u8> {
     let mut rng = fastrand::Rng::new();
     (0..len).map(|_| rng.u8(..)).collect()
@@ -457,6 +448,10 @@ async fn misbehaving_plugins_fail_their_delivery_and_nothing_else() {
             // Small, so building the oversized output stays far inside the CPU budget
             // even in an unoptimised build under the burners' load.
             config.plugins.max_output_bytes = 64 << 10;
+            // This test is about one call's budget and fibers sharing the workers: every
+            // burner runs all its attempts, none paused by the breaker (tests/hardening.rs).
+            config.plugins.pause_after_overruns = u32::MAX;
+            config.plugins.max_concurrent_per_plugin = 8;
         },
     )
     .await;

@@ -84,7 +84,12 @@ fn response(config: &SavedConfig) -> WebhookConfigResponse {
         has_secret: config.signing_secret.is_some(),
         tenant_id: config.tenant_id.clone(),
         tenant_type: "project",
-        webhook_url: field("webhook_url"),
+        webhook_url: match field("webhook_url") {
+            serde_json::Value::String(url) => {
+                serde_json::Value::from(crate::domain::redacted_url(&url).into_owned())
+            }
+            other => other,
+        },
         webhook_events: field("webhook_events"),
         webhook_headers: match field("webhook_headers") {
             serde_json::Value::Null => serde_json::json!({}),

@@ -66,6 +66,9 @@ impl From<IngestError> for ApiError {
             IngestError::TooLarge(field) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, field.to_string())
             }
+            error @ IngestError::QueueFull { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string())
+            }
             IngestError::Store(error) => error.into(),
         }
     }

@@ -114,6 +114,8 @@ impl From<crate::routing::FieldError> for ApiError {
 /// How long a client should wait before retrying after a 503: the store is usually back
 /// (a reconnect, a failover) within a few seconds.
 const RETRY_AFTER_SECONDS: &str = "2";
+/// After a 429 for a full queue: the queue is recounted every second while it drains.
+const QUEUE_FULL_RETRY_AFTER_SECONDS: &str = "1";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -122,10 +124,15 @@ impl IntoResponse for ApiError {
             axum::Json(serde_json::json!({ "detail": self.detail })),
         )
             .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match self.status {
+            StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_SECONDS),
+            StatusCode::TOO_MANY_REQUESTS => Some(QUEUE_FULL_RETRY_AFTER_SECONDS),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
-                header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                header::HeaderValue::from_static(seconds),
             );
         }
         response

@@ -23,7 +23,22 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-pub const SCENARIOS: &[&str] = &["direct", "single", "batch", "plugin", "fanout", "backlog"];
+pub const SCENARIOS: &[&str] = &[
+    "direct",
+    "single",
+    "batch",
+    "plugin",
+    "fanout",
+    "backlog",
+    "noisy-plugin",
+    "noisy-plugin-unpaused",
+];
+/// The `spin` test plugin, for the noisy-plugin scenarios: every call burns its whole CPU
+/// budget.
+const SPIN_PLUGIN: &[u8] =
+    include_bytes!(concat!(env!("HOOKGATE_BUILT_PLUGINS_DIR"), "/spin.wasm"));
+/// Events per second each side sends in the noisy-plugin scenarios unless `--rate` is given.
+const NOISY_DEFAULT_RATE: u64 = 200;
 const API_KEY: &str = "bench-key";
 const BATCH_SIZE: usize = 100;
 const FANOUT: usize = 10;
@@ -32,7 +47,8 @@ const FANOUT: usize = 10;
 #[derive(clap::Args)]
 pub struct BenchOptions {
     /// Scenarios to run (repeatable; all when none): direct, single, batch, plugin, fanout,
-    /// backlog.
+    /// backlog, noisy-plugin (a healthy destination beside one whose plugin spins, both at
+    /// `--rate`, default 200/s), noisy-plugin-unpaused (the same with the plugin breaker off).
     #[arg(long = "scenario")]
     pub scenarios: Vec<String>,
     /// Events per scenario.
@@ -97,6 +113,8 @@ pub async fn run(options: BenchOptions) -> Result<BTreeMap<String, Figures>> {
         let figures = match name.as_str() {
             "direct" => direct(&options).await?,
             "backlog" => backlog(&options).await?,
+            "noisy-plugin" => noisy_plugin(&options, true).await?,
+            "noisy-plugin-unpaused" => noisy_plugin(&options, false).await?,
             other => through_gateway(other, &options).await?,
         };
         results.insert(name, figures);
@@ -128,6 +146,14 @@ struct Gateway {
 /// Start a gateway in a temp folder, with `plugin` (if any) compiled before the clock starts,
 /// as it is in a gateway whose plugin cache is warm.
 async fn start_gateway(plugin: Option<&str>, options: &BenchOptions) -> Result<Gateway> {
+    start_gateway_with(plugin, options, |_| Ok(())).await
+}
+
+async fn start_gateway_with(
+    plugin: Option<&str>,
+    options: &BenchOptions,
+    adjust: impl FnOnce(&mut Config) -> Result<()>,
+) -> Result<Gateway> {
     let dir = tempfile::tempdir()?;
     let postgres = match options.store.as_deref() {
         Some(url) if url.starts_with("postgres") => {
@@ -144,7 +170,10 @@ async fn start_gateway(plugin: Option<&str>, options: &BenchOptions) -> Result<G
         ..Config::default()
     };
     config.limits.max_batch_events = BATCH_SIZE;
+    // The backlog scenario queues more than the default cap on purpose.
+    config.limits.max_queued = 0;
     config.store = postgres.clone();
+    adjust(&mut config)?;
     let app = App::build(config).await?;
     if let Some(name) = plugin {
         app.plugins().warm(name).await?;
@@ -548,9 +577,77 @@ async fn backlog(options: &BenchOptions) -> Result<Figures> {
     Ok(figures)
 }
 
+/// A healthy destination at `--rate` events/s beside another at the same rate whose plugin
+/// spins through its CPU budget on every call: the healthy side's e2e latency is the figure.
+/// `breaker` off sets the pause threshold out of reach, for the before/after comparison.
+async fn noisy_plugin(options: &BenchOptions, breaker: bool) -> Result<Figures> {
+    let rate = options.rate.unwrap_or(NOISY_DEFAULT_RATE);
+    let healthy = BenchReceiver::start(options.events, true).await?;
+    let noisy = BenchReceiver::start(options.events, true).await?;
+    let gateway = start_gateway_with(None, options, |config| {
+        let plugins_dir = config.data_dir.join("plugins");
+        std::fs::create_dir_all(&plugins_dir)?;
+        std::fs::write(plugins_dir.join("spin.wasm"), SPIN_PLUGIN)?;
+        if !breaker {
+            config.plugins.pause_after_overruns = u32::MAX;
+        }
+        Ok(())
+    })
+    .await?;
+    let healthy_destination =
+        [json!({"webhook_url": healthy.url("/hook"), "webhook_output_format": "json"})];
+    let noisy_destination =
+        [json!({"webhook_url": noisy.url("/hook"), "webhook_transform": "spin"})];
+    let healthy_requests = serialise(
+        &(0..options.events)
+            .map(|seq| event(seq, &healthy_destination))
+            .collect::<Vec<_>>(),
+    )?;
+    let noisy_requests = serialise(
+        &(0..options.events)
+            .map(|seq| event(seq, &noisy_destination))
+            .collect::<Vec<_>>(),
+    )?;
+    let url = format!("{}/api/v1/events", gateway.base);
+    let sampler = RssSampler::start();
+    let started = Instant::now();
+    let noise = tokio::spawn(produce(
+        url.clone(),
+        true,
+        noisy_requests,
+        1,
+        options.concurrency,
+        Some(rate),
+    ));
+    let (latencies, accepted) = produce(
+        url,
+        true,
+        healthy_requests,
+        1,
+        options.concurrency,
+        Some(rate),
+    )
+    .await?;
+    let delivered = || healthy.tally.distinct.load(Ordering::Relaxed);
+    wait_until(|| delivered() >= accepted, Duration::from_secs(300)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    noise.await??;
+    let mut figures = Figures {
+        events_per_sec: delivered() as f64 / seconds,
+        peak_rss_mb: sampler.take_peak_mb(),
+        lost: accepted.saturating_sub(delivered()),
+        events: accepted,
+        seconds,
+        ..Figures::default()
+    };
+    fill_latencies(&mut figures, latencies, &[healthy]);
+    gateway.stop().await?;
+    Ok(figures)
+}
+
 fn print_table(results: &BTreeMap<String, Figures>) {
     println!(
-        "{:<8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>5} {:>7}",
+        "{:<21} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>5} {:>7}",
         "scenario",
         "events/s",
         "ingest50",
@@ -564,7 +661,7 @@ fn print_table(results: &BTreeMap<String, Figures>) {
     );
     for (name, figures) in results {
         println!(
-            "{:<8} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>5} {:>7}",
+            "{:<21} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>5} {:>7}",
             name,
             figures.events_per_sec,
             figures.ingest_p50_ms,

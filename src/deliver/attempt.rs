@@ -3,10 +3,11 @@
 
 use super::DeliveryContext;
 use super::client::SendError;
+use super::headers;
 use super::request;
 use super::retry::{AttemptResult, RetryAction, RetryPolicy, parse_retry_after};
 use crate::domain::{Attempt, now_millis};
-use crate::plugin::{TransformInput, TransformOutcome};
+use crate::plugin::{PluginError, TransformInput, TransformOutcome};
 use crate::store::{AttemptOutcome, ClaimedDelivery};
 use std::time::Instant;
 
@@ -17,6 +18,9 @@ struct Ended {
     error: Option<String>,
     response_body: Option<String>,
     skipped: bool,
+    /// Not attempted: the plugin is paused, so the delivery goes back to the queue until
+    /// this time without spending an attempt.
+    deferred_until: Option<i64>,
 }
 
 /// Run one attempt; `sent` is called once the request is done with (answered, failed or
@@ -29,6 +33,14 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
     let ended = send_once(context, &delivery, &policy).await;
     let duration = clock.elapsed();
     sent();
+    if let Some(due_at) = ended.deferred_until {
+        context.metrics.plugin_deferrals.inc();
+        let lease = vec![(delivery.id.clone(), delivery.lease_token.clone())];
+        if let Err(error) = context.store.release_until(lease, due_at).await {
+            tracing::error!(delivery_id = %delivery.id, %error, "handing back a delivery of a paused plugin failed; its lease will expire");
+        }
+        return;
+    }
     context
         .metrics
         .attempt_seconds
@@ -116,6 +128,15 @@ async fn send_once(
                     error: Some(format!("skipped by plugin {plugin}: {reason}")),
                     response_body: None,
                     skipped: true,
+                    deferred_until: None,
+                };
+            }
+            Err(PluginError::Paused(left)) => {
+                return Ended {
+                    deferred_until: Some(
+                        now_millis().saturating_add(i64::try_from(left.as_millis()).unwrap_or(0)),
+                    ),
+                    ..failed(AttemptResult::Error, String::new())
                 };
             }
             Err(error) => {
@@ -123,6 +144,19 @@ async fn send_once(
                 return failed(AttemptResult::Error, format!("plugin {plugin}: {error}"));
             }
         }
+    }
+    if let Err(error) = headers::normalise(
+        &mut outgoing,
+        delivery.event_id.as_str(),
+        &delivery.event_type,
+    ) {
+        // Only a plugin can produce headers that fail here: ingest validates the
+        // destination's own.
+        let source = destination.transform.as_deref().unwrap_or("destination");
+        return failed(
+            AttemptResult::Error,
+            format!("request from plugin {source} not sent: {error}"),
+        );
     }
     request::sign(
         &mut outgoing,
@@ -146,6 +180,7 @@ async fn send_once(
                 error: (!success).then(|| format!("receiver answered {}", response.status)),
                 response_body: Some(response.body_prefix),
                 skipped: false,
+                deferred_until: None,
             }
         }
         Err(error @ (SendError::EgressDenied(_) | SendError::Invalid(_))) => {
@@ -162,5 +197,6 @@ fn failed(result: AttemptResult, error: String) -> Ended {
         error: Some(error),
         response_body: None,
         skipped: false,
+        deferred_until: None,
     }
 }

@@ -71,7 +71,7 @@ impl HttpClient {
         timeout: Duration,
     ) -> Result<Response, SendError> {
         let url = reqwest::Url::parse(&request.url)
-            .map_err(|error| SendError::Invalid(format!("url {:?}: {error}", request.url)))?;
+            .map_err(|error| SendError::Invalid(format!("url: {error}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(SendError::Invalid(format!(
                 "scheme {:?} is not http(s)",
@@ -100,6 +100,7 @@ impl HttpClient {
             .map(str::to_owned);
         let mut prefix = Vec::new();
         let mut read = 0usize;
+        let mut drained = true;
         let mut response = response;
         while let Ok(Some(chunk)) = response.chunk().await {
             read += chunk.len();
@@ -108,18 +109,27 @@ impl HttpClient {
                 prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
             if read > self.body_prefix_bytes + DRAIN_LIMIT_BYTES {
+                drained = false;
                 break;
             }
+        }
+        let mut body_prefix = String::from_utf8_lossy(&prefix).into_owned();
+        // Say that the record holds a prefix, and of how much.
+        if read > prefix.len() {
+            let more = if drained { "" } else { "over " };
+            body_prefix.push_str(&format!("… [truncated: {more}{read} bytes in all]"));
         }
         Ok(Response {
             status,
             retry_after,
-            body_prefix: String::from_utf8_lossy(&prefix).into_owned(),
+            body_prefix,
         })
     }
 }
 
 fn classify(error: reqwest::Error, timeout: Duration) -> SendError {
+    // The URL is on the delivery already, and its userinfo may hold a password.
+    let error = error.without_url();
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(cause) = source {
         if let Some(denied) = cause.downcast_ref::<EgressDenied>() {

@@ -16,6 +16,7 @@
 mod attempt;
 pub mod client;
 mod dispatcher;
+pub mod headers;
 pub mod request;
 pub mod retry;
 pub mod sign;

@@ -73,6 +73,49 @@ pub fn now_millis() -> UnixMillis {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Bytes kept of any text an attempt record stores from outside the gateway: a plugin's
+/// error or skip reason, a receiver's response body (its own, smaller setting applies too).
+pub const MAX_RECORDED_TEXT_BYTES: usize = 4 * 1024;
+
+/// `text` cut to at most `max_bytes` (on a character boundary), with a marker saying how
+/// long it was, so a stored prefix is never mistaken for the whole.
+pub fn clip_text(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_owned();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [truncated: {} bytes in all]", &text[..end], text.len())
+}
+
+/// `url` as it may be shown: credentials in its userinfo (`https://user:secret@host/`)
+/// become `***`, so views, logs and API answers never echo them. The stored URL keeps them;
+/// the HTTP client turns them into a Basic `Authorization` header.
+pub fn redacted_url(url: &str) -> std::borrow::Cow<'_, str> {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            // Setting userinfo fails only for URLs that cannot have one (no host), which
+            // the checks above rule out; the unredacted text is never the fallback.
+            let redacted = parsed.set_password(None).is_ok() && parsed.set_username("***").is_ok();
+            match redacted {
+                true => std::borrow::Cow::Owned(parsed.into()),
+                false => std::borrow::Cow::Borrowed("[url with credentials]"),
+            }
+        }
+        _ => std::borrow::Cow::Borrowed(url),
+    }
+}
+
+/// Serialise a URL field through [`redacted_url`].
+pub fn serialize_redacted_url<S: serde::Serializer>(
+    url: &str,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redacted_url(url))
+}
+
 /// One delivery attempt as recorded.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Attempt {
@@ -109,5 +152,41 @@ impl OutgoingRequest {
             .iter()
             .find(|(existing, _)| existing.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{clip_text, redacted_url};
+
+    #[test]
+    fn credentials_in_urls_are_never_shown() {
+        assert_eq!(
+            redacted_url("https://user:s3cret@hooks.example.com/in?x=1"),
+            "https://***@hooks.example.com/in?x=1"
+        );
+        assert_eq!(
+            redacted_url("https://token@hooks.example.com/"),
+            "https://***@hooks.example.com/"
+        );
+        assert_eq!(
+            redacted_url("https://:s3cret@hooks.example.com/"),
+            "https://***@hooks.example.com/"
+        );
+        assert_eq!(
+            redacted_url("https://hooks.example.com/a@b"),
+            "https://hooks.example.com/a@b"
+        );
+    }
+
+    #[test]
+    fn clipped_text_says_how_long_it_was() {
+        assert_eq!(clip_text("short", 10), "short");
+        assert_eq!(
+            clip_text("abcdefghij", 4),
+            "abcd… [truncated: 10 bytes in all]"
+        );
+        // Never cuts a character in half: "é" is two bytes.
+        assert_eq!(clip_text("aé", 2), "a… [truncated: 3 bytes in all]");
     }
 }

@@ -8,6 +8,7 @@
 //! never serves a delivery. Calls hold their own handle to the version they started with.
 
 pub mod cli;
+mod gate;
 mod registry;
 pub mod runtime;
 
@@ -40,8 +41,14 @@ pub enum PluginError {
     Trap(String),
     #[error("output of {size} bytes is over the limit of {limit} bytes")]
     OutputTooLarge { size: usize, limit: usize },
+    /// The result ran past the cap while it was being copied out, before its size was known.
+    #[error("result is over the output limit of {limit} bytes")]
+    ResultTooLarge { limit: usize },
     #[error("returned an error: {0}")]
     Failed(String),
+    /// Paused by its breaker after calls in a row exhausted their CPU budget (see `gate`).
+    #[error("paused for {0:?} after its calls kept exhausting their CPU budget")]
+    Paused(Duration),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -75,7 +82,10 @@ pub enum TransformOutcome {
 pub struct PluginHost {
     registry: Arc<Registry>,
     limits: runtime::CallLimits,
-    /// Bounds concurrent instances to what the pooling allocator holds.
+    /// Each plugin's own bound on calls at once, and its breaker; taken before `slots`, so a
+    /// plugin's queued calls never hold slots other plugins need.
+    gates: Arc<gate::Gates>,
+    /// Bounds calls at once across plugins, and so the host memory they can hold.
     slots: Arc<Semaphore>,
 }
 
@@ -100,7 +110,16 @@ impl PluginHost {
                 max_memory_bytes: limits.max_memory_bytes,
                 max_output_bytes: limits.max_output_bytes,
             },
-            slots: Arc::new(Semaphore::new(runtime::POOL_INSTANCES as usize)),
+            gates: Arc::new(gate::Gates::new(gate::GatePolicy {
+                per_plugin: limits.max_concurrent_per_plugin,
+                pause_after: limits.pause_after_overruns,
+                max_pause: Duration::from_millis(limits.max_pause_ms),
+            })),
+            slots: Arc::new(Semaphore::new(
+                limits
+                    .max_concurrent_calls
+                    .min(runtime::POOL_INSTANCES as usize),
+            )),
         })
     }
 
@@ -125,8 +144,17 @@ impl PluginHost {
         self.registry.get(name).is_some()
     }
 
+    /// Every plugin, with the pause its breaker holds it in, if any.
     pub fn list(&self) -> Vec<PluginInfo> {
-        self.registry.list()
+        let paused = self.gates.paused();
+        let mut rows = self.registry.list();
+        for row in &mut rows {
+            row.paused_for_ms = paused
+                .iter()
+                .find(|(name, _)| *name == row.name)
+                .map(|(_, left)| left.as_millis() as u64);
+        }
+        rows
     }
 
     /// Compile `name` now (on the blocking pool) instead of at its first delivery.
@@ -149,6 +177,10 @@ impl PluginHost {
             .registry
             .get(name)
             .ok_or_else(|| PluginError::NotFound(name.to_owned()))?;
+        let pass = match self.gates.admit(name, &plugin.info.sha256).await {
+            gate::Admission::Run(pass) => pass,
+            gate::Admission::Paused(left) => return Err(PluginError::Paused(left)),
+        };
         let _slot = self
             .slots
             .acquire()
@@ -170,7 +202,16 @@ impl PluginHost {
             payload: input.payload.to_string(),
         };
         let request = to_wit(input.request);
-        match runtime::call(&compiled, self.limits, &event, &request, &input.config_json).await? {
+        let called =
+            runtime::call(&compiled, self.limits, &event, &request, &input.config_json).await;
+        if let Some(pause) = pass.finish(matches!(called, Err(PluginError::Timeout(_)))) {
+            tracing::warn!(
+                plugin = %name,
+                pause_ms = pause.as_millis() as u64,
+                "plugin paused: its calls keep exhausting their CPU budget; its deliveries wait, one probe runs after the pause"
+            );
+        }
+        match called? {
             runtime::CallOutcome::Send(request) => Ok(TransformOutcome::Send(request)),
             runtime::CallOutcome::Skip(reason) => Ok(TransformOutcome::Skip(reason)),
         }

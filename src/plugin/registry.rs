@@ -28,6 +28,9 @@ pub struct PluginInfo {
     pub path: Option<String>,
     /// Why the newest file failed to load, while an older version (or none) serves.
     pub last_error: Option<String>,
+    /// Set while the plugin's breaker has it paused: milliseconds until its probe call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_for_ms: Option<u64>,
 }
 
 /// A plugin version. Bundled plugins compile on first use (they are known good and most
@@ -88,6 +91,7 @@ impl Registry {
                         name: (*name).to_owned(),
                         source: PluginSource::Bundled,
                         sha256: sha256_hex(wasm),
+                        paused_for_ms: None,
                         loaded_at: loaded_at.clone(),
                         path: None,
                         last_error: None,
@@ -143,6 +147,7 @@ impl Registry {
                             .to_string(),
                     ),
                     last_error: None,
+                    paused_for_ms: None,
                 });
                 row.last_error = Some(error.clone());
             }
@@ -236,6 +241,7 @@ impl Registry {
                         loaded_at: now_rfc3339(),
                         path: Some(path.display().to_string()),
                         last_error: None,
+                        paused_for_ms: None,
                     },
                     wasm: Arc::from(wasm),
                     cache_dir: self.cache_dir.clone(),

@@ -13,7 +13,7 @@
 //! call costs no thread hop (the blocking pool's hop was twice the call itself).
 
 use super::PluginError;
-use crate::domain::OutgoingRequest;
+use crate::domain::{MAX_RECORDED_TEXT_BYTES, OutgoingRequest, clip_text};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -43,6 +43,10 @@ const KEEP_RESIDENT_BYTES: usize = 256 << 10;
 const ASYNC_STACK_BYTES: usize = 1 << 20;
 /// The engine-wide ceiling on one linear memory; the per-app cap is enforced per store.
 const POOL_MAX_MEMORY: usize = 1 << 30;
+/// Host bytes a result may take beyond the output cap while it is copied out of the guest:
+/// wasmtime charges each lifted list element its host size (48 bytes per header record),
+/// which the output cap, counting only the bytes of names, values, URL and body, does not.
+const LIFT_OVERHEAD_BYTES: usize = 64 << 10;
 
 /// The process's engine. One engine serves every app in the process, so a component
 /// compiled for one gateway (or one test) is reused by all.
@@ -222,6 +226,10 @@ pub async fn call(
         },
     );
     store.limiter(|state| state);
+    // Bounds what the host allocates while lifting the result, before the result exists to
+    // be measured: a guest can return many list elements that all point at one buffer, so
+    // its lifted size is not bounded by its own memory.
+    store.set_hostcall_fuel(limits.max_output_bytes.saturating_add(LIFT_OVERHEAD_BYTES));
     // The budget counts time the call actually ran: from each resumption to the next tick,
     // not the time it spent queued behind other tasks after yielding, so a busy gateway does
     // not turn a well-behaved plugin's wait into a timeout.
@@ -263,14 +271,30 @@ pub async fn call(
                 _ if store.data().memory_refused => {
                     PluginError::MemoryLimit(limits.max_memory_bytes)
                 }
+                // wasmtime's error type for this is private; its message is the contract.
+                None if format!("{error:#}").contains("fuel allocated for hostcalls") => {
+                    PluginError::ResultTooLarge {
+                        limit: limits.max_output_bytes,
+                    }
+                }
                 Some(trap) => PluginError::Trap(trap.to_string()),
-                None => PluginError::Trap(format!("{error:#}")),
+                // With a guest backtrace attached this can be long.
+                None => {
+                    PluginError::Trap(clip_text(&format!("{error:#}"), MAX_RECORDED_TEXT_BYTES))
+                }
             });
         }
     };
     match answer {
-        Err(message) => Err(PluginError::Failed(message)),
-        Ok(wit::Outcome::Skip(reason)) => Ok(CallOutcome::Skip(reason)),
+        // A plugin's words end up on every attempt record and in API answers: kept short.
+        Err(message) => Err(PluginError::Failed(clip_text(
+            &message,
+            MAX_RECORDED_TEXT_BYTES,
+        ))),
+        Ok(wit::Outcome::Skip(reason)) => Ok(CallOutcome::Skip(clip_text(
+            &reason,
+            MAX_RECORDED_TEXT_BYTES,
+        ))),
         Ok(wit::Outcome::Send(request)) => {
             let size = request.body.len()
                 + request.url.len()

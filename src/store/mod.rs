@@ -26,7 +26,7 @@ pub use url::{DEFAULT_SQLITE_FILE, StoreUrl};
 
 use crate::domain::{
     Attempt, ConfigId, DeliveryId, DeliveryStatus, Destination, EventId, LeaseToken, NodeId,
-    UnixMillis,
+    UnixMillis, now_millis,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -113,6 +113,7 @@ pub struct Lease {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DeliverySummary {
     pub id: DeliveryId,
+    #[serde(serialize_with = "crate::domain::serialize_redacted_url")]
     pub webhook_url: String,
     pub status: DeliveryStatus,
 }
@@ -202,6 +203,7 @@ pub struct DeliveryView {
     pub id: DeliveryId,
     pub event_id: EventId,
     pub event_type: String,
+    #[serde(serialize_with = "crate::domain::serialize_redacted_url")]
     pub webhook_url: String,
     pub status: DeliveryStatus,
     pub source: crate::domain::DestinationSource,
@@ -346,7 +348,17 @@ impl Store {
 
     /// Give claimed deliveries back untouched (shutdown, or a destination over its limit).
     pub async fn release(&self, leases: Vec<(DeliveryId, LeaseToken)>) -> Result<(), StoreError> {
-        dispatch!(self, s => s.release(leases).await)
+        self.release_until(leases, now_millis()).await
+    }
+
+    /// Hand leased deliveries back to the queue, due at `due_at`, without recording an
+    /// attempt: their retry budget is untouched.
+    pub async fn release_until(
+        &self,
+        leases: Vec<(DeliveryId, LeaseToken)>,
+        due_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.release_until(leases, due_at).await)
     }
 
     /// Extend the leases this process still holds to `until`; a lease another holder has
@@ -396,6 +408,11 @@ impl Store {
     /// Stop accepting writes once what is queued has committed.
     pub fn close(&self) {
         dispatch!(self, s => s.close())
+    }
+
+    /// Whether a durable write commits now (see each store's `probe_write`).
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.probe_write().await)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -60,6 +60,18 @@ pub fn built_plugin(stem: &str) -> PathBuf {
     PathBuf::from(env!("HOOKGATE_BUILT_PLUGINS_DIR")).join(format!("{stem}.wasm"))
 }
 
+/// Install the built test or bundled plugin `built` as `<dir>/<name>.wasm`, atomically.
+pub fn install_plugin(dir: &Path, built: &str, name: &str) {
+    install_plugin_bytes(dir, name, &std::fs::read(built_plugin(built)).unwrap());
+}
+
+pub fn install_plugin_bytes(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let partial = dir.join(format!("{name}.wasm.part"));
+    std::fs::write(&partial, bytes).unwrap();
+    std::fs::rename(&partial, dir.join(format!("{name}.wasm"))).unwrap();
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }

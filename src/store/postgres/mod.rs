@@ -111,6 +111,16 @@ impl PgStore {
         Ok(())
     }
 
+    /// A transaction that must be given an id and commit, so it fails where ingest would:
+    /// a server that refuses writes (read-only, a standby, a full disk) refuses it too.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        transaction.batch_execute("SELECT txid_current()").await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
     async fn client(&self) -> Result<Object, StoreError> {
         Ok(self.inner.pool.get().await?)
     }

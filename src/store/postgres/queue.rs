@@ -24,7 +24,11 @@ const REDELIVER: &str = "UPDATE deliveries SET status = 'queued', due_at = $1, b
      updated_at = $1, last_error = NULL WHERE id = $2 AND status NOT IN ('queued', 'in_flight')";
 
 impl PgStore {
-    pub async fn release(&self, leases: Vec<(DeliveryId, LeaseToken)>) -> Result<(), StoreError> {
+    pub async fn release_until(
+        &self,
+        leases: Vec<(DeliveryId, LeaseToken)>,
+        due_at: UnixMillis,
+    ) -> Result<(), StoreError> {
         let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) = leases
             .iter()
             .filter_map(|(id, token)| Some((parse_id(id)?, parse_id(token)?)))
@@ -37,7 +41,7 @@ impl PgStore {
         transaction.batch_execute(RELAXED_COMMIT).await?;
         let release = transaction.prepare_cached(RELEASE).await?;
         let released = transaction
-            .execute(&release, &[&now_millis(), &ids, &tokens])
+            .execute(&release, &[&due_at, &ids, &tokens])
             .await?;
         if released > 0 {
             notify_queued(&transaction).await?;

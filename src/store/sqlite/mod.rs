@@ -91,6 +91,9 @@ CREATE TABLE IF NOT EXISTS nodes (
     destination_share INTEGER NOT NULL,
     plugins      TEXT NOT NULL
 );
+-- Always empty: /readyz writes and deletes a row here to learn whether writing works again
+-- after a write failed (a full disk, an I/O error).
+CREATE TABLE IF NOT EXISTS write_probe (data BLOB NOT NULL);
 "#;
 
 type Reply = Box<dyn FnOnce(Option<String>) + Send>;
@@ -242,7 +245,23 @@ impl SqliteStore {
         })
         .await
     }
+
+    /// A durable write big enough to need new pages in the WAL, so it fails where ingest
+    /// would: on a full disk, an I/O error or a read-only file.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        self.write(|conn| {
+            conn.execute(
+                "INSERT INTO write_probe (data) VALUES (zeroblob(?1))",
+                [WRITE_PROBE_BYTES],
+            )?;
+            conn.execute("DELETE FROM write_probe", [])?;
+            Ok(())
+        })
+        .await
+    }
 }
+
+const WRITE_PROBE_BYTES: i64 = 64 * 1024;
 
 fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     let flags = if read_only {

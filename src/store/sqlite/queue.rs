@@ -164,15 +164,18 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn release(&self, leases: Vec<(DeliveryId, LeaseToken)>) -> Result<(), StoreError> {
+    pub async fn release_until(
+        &self,
+        leases: Vec<(DeliveryId, LeaseToken)>,
+        due_at: UnixMillis,
+    ) -> Result<(), StoreError> {
         self.write_relaxed(move |conn| {
             let mut release = conn.prepare_cached(
                 "UPDATE deliveries SET status = 'queued', lease_token = NULL, due_at = ?1 \
                  WHERE id = ?2 AND lease_token = ?3",
             )?;
-            let now = now_millis();
             for (delivery_id, lease_token) in leases {
-                release.execute(params![now, delivery_id.as_str(), lease_token.as_str()])?;
+                release.execute(params![due_at, delivery_id.as_str(), lease_token.as_str()])?;
             }
             Ok(())
         })

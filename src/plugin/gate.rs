@@ -1,0 +1,236 @@
+//! Per-plugin admission: how many calls of one plugin may run at once, and a breaker that
+//! pauses a plugin whose calls keep exhausting their CPU budget.
+//!
+//! The CPU budget bounds one call, not a plugin's share of the machine: a plugin that spins
+//! on every call, at a real share of traffic, keeps the async workers busy with its fibers
+//! and every other delivery waits behind them. So after `pause_after` overruns in a row the
+//! plugin is paused; callers are told how long, and the delivery engine hands their
+//! deliveries back to the queue until then without spending an attempt. When the pause
+//! ends, one call goes through as a probe: if it overruns too, the next pause is twice as
+//! long (up to `max_pause`); any other outcome closes the breaker. A new version of the
+//! plugin (another sha256) starts with a closed breaker.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+pub struct GatePolicy {
+    pub per_plugin: usize,
+    pub pause_after: u32,
+    pub max_pause: Duration,
+}
+
+/// The gates of every plugin that has been called, by name.
+pub struct Gates {
+    policy: GatePolicy,
+    by_name: Mutex<HashMap<String, Arc<Gate>>>,
+}
+
+struct Gate {
+    permits: Arc<Semaphore>,
+    breaker: Mutex<Breaker>,
+}
+
+#[derive(Default)]
+struct Breaker {
+    /// The plugin version this state is about; a different one resets it.
+    sha256: String,
+    overruns_in_a_row: u32,
+    paused_until: Option<Instant>,
+    last_pause: Option<Duration>,
+    probe_running: bool,
+}
+
+/// May this call run now?
+pub enum Admission {
+    /// Yes; hold the pass while the call runs and report how it ended.
+    Run(Pass),
+    /// No: the plugin is paused for about this long.
+    Paused(Duration),
+}
+
+/// One admitted call: its concurrency permit, and whether it is the probe of a pause.
+pub struct Pass {
+    gate: Arc<Gate>,
+    policy: GatePolicy,
+    probe: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Gates {
+    pub fn new(policy: GatePolicy) -> Self {
+        Gates {
+            policy,
+            by_name: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Wait for one of `name`'s call slots, then ask its breaker.
+    pub async fn admit(&self, name: &str, sha256: &str) -> Admission {
+        let gate = self.gate(name);
+        let Ok(permit) = gate.permits.clone().acquire_owned().await else {
+            // The semaphore is never closed; a closed one would mean the host is gone.
+            return Admission::Paused(FIRST_PAUSE);
+        };
+        let Ok(mut breaker) = gate.breaker.lock() else {
+            return Admission::Paused(FIRST_PAUSE);
+        };
+        if breaker.sha256 != sha256 {
+            *breaker = Breaker {
+                sha256: sha256.to_owned(),
+                ..Breaker::default()
+            };
+        }
+        let now = Instant::now();
+        let probe = match breaker.paused_until {
+            None => false,
+            Some(until) if now < until => return Admission::Paused(until - now),
+            // The pause is over but its probe is still out: wait for its verdict.
+            Some(_) if breaker.probe_running => return Admission::Paused(FIRST_PAUSE),
+            Some(_) => {
+                breaker.probe_running = true;
+                true
+            }
+        };
+        drop(breaker);
+        Admission::Run(Pass {
+            gate,
+            policy: self.policy,
+            probe,
+            _permit: permit,
+        })
+    }
+
+    /// Names of the plugins paused now, with the time left.
+    pub fn paused(&self) -> Vec<(String, Duration)> {
+        let now = Instant::now();
+        let Ok(by_name) = self.by_name.lock() else {
+            return Vec::new();
+        };
+        by_name
+            .iter()
+            .filter_map(|(name, gate)| {
+                let breaker = gate.breaker.lock().ok()?;
+                let until = breaker.paused_until?;
+                Some((name.clone(), until.saturating_duration_since(now)))
+            })
+            .collect()
+    }
+
+    fn gate(&self, name: &str) -> Arc<Gate> {
+        let mut by_name = match self.by_name.lock() {
+            Ok(by_name) => by_name,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        by_name
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Gate {
+                    permits: Arc::new(Semaphore::new(self.policy.per_plugin)),
+                    breaker: Mutex::new(Breaker::default()),
+                })
+            })
+            .clone()
+    }
+}
+
+impl Pass {
+    /// Record how the call ended: `overran` when it exhausted its CPU budget. Returns the
+    /// pause that starts now, if this call started one.
+    pub fn finish(self, overran: bool) -> Option<Duration> {
+        let mut breaker = match self.gate.breaker.lock() {
+            Ok(breaker) => breaker,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if self.probe {
+            breaker.probe_running = false;
+        }
+        if !overran {
+            breaker.overruns_in_a_row = 0;
+            breaker.paused_until = None;
+            breaker.last_pause = None;
+            return None;
+        }
+        breaker.overruns_in_a_row = breaker.overruns_in_a_row.saturating_add(1);
+        let pause = match (self.probe, breaker.last_pause) {
+            (true, Some(last)) => (last * 2).min(self.policy.max_pause),
+            _ if breaker.overruns_in_a_row >= self.policy.pause_after
+                && breaker.paused_until.is_none() =>
+            {
+                FIRST_PAUSE.min(self.policy.max_pause)
+            }
+            _ => return None,
+        };
+        breaker.paused_until = Some(Instant::now() + pause);
+        breaker.last_pause = Some(pause);
+        Some(pause)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gates(pause_after: u32) -> Gates {
+        Gates::new(GatePolicy {
+            per_plugin: 2,
+            pause_after,
+            max_pause: Duration::from_secs(4),
+        })
+    }
+
+    async fn run(gates: &Gates, sha256: &str, overran: bool) -> Option<Duration> {
+        match gates.admit("spin", sha256).await {
+            Admission::Run(pass) => pass.finish(overran),
+            Admission::Paused(left) => panic!("paused for {left:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn overruns_in_a_row_pause_the_plugin_and_a_success_closes_it() {
+        let gates = gates(3);
+        assert_eq!(run(&gates, "v1", true).await, None);
+        assert_eq!(
+            run(&gates, "v1", false).await,
+            None,
+            "a success resets the run"
+        );
+        assert_eq!(run(&gates, "v1", true).await, None);
+        assert_eq!(run(&gates, "v1", true).await, None);
+        assert_eq!(run(&gates, "v1", true).await, Some(FIRST_PAUSE));
+        assert!(matches!(
+            gates.admit("spin", "v1").await,
+            Admission::Paused(left) if left <= FIRST_PAUSE
+        ));
+        assert_eq!(gates.paused().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_probe_doubles_the_pause_and_a_good_one_closes_it() {
+        let gates = gates(1);
+        assert_eq!(run(&gates, "v1", true).await, Some(FIRST_PAUSE));
+        std::thread::sleep(FIRST_PAUSE);
+        let Admission::Run(probe) = gates.admit("spin", "v1").await else {
+            panic!("no probe after the pause");
+        };
+        assert!(
+            matches!(gates.admit("spin", "v1").await, Admission::Paused(_)),
+            "a second call ran beside the probe"
+        );
+        assert_eq!(probe.finish(true), Some(FIRST_PAUSE * 2));
+        assert!(matches!(
+            gates.admit("spin", "v1").await,
+            Admission::Paused(_)
+        ));
+        assert_eq!(
+            run(&gates, "v2", false).await,
+            None,
+            "a new version starts closed"
+        );
+        assert!(gates.paused().is_empty());
+    }
+}
