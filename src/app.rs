@@ -140,6 +140,12 @@ impl App {
             engine_shutdown.clone(),
         );
         let engine = tokio::spawn(self.engine.run(engine_shutdown.clone()));
+        crate::retention::Retention::start(
+            &state.store,
+            &state.config.retention,
+            &state.metrics,
+            shutdown.clone(),
+        );
         let node_shutdown = CancellationToken::new();
         let node = tokio::spawn(self.node.run(node_shutdown.clone()));
         let router = api::router(state.clone());

@@ -3,6 +3,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -20,7 +21,12 @@ pub struct Metrics {
     pub attempt_seconds: Histogram,
     pub queue_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub plugin_errors: Counter<u64, AtomicU64>,
+    /// Rows retention deleted, by table: `events`, `deliveries`, `attempts`.
+    pub retention_deleted: Family<[(&'static str, &'static str); 1], Counter>,
 }
+
+/// The tables retention deletes from, as the `table` label names them.
+pub const RETAINED_TABLES: [&str; 3] = ["events", "deliveries", "attempts"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -87,6 +93,15 @@ impl Metrics {
             "Transform plugin calls that trapped, overran or returned an error",
             plugin_errors.clone(),
         );
+        let retention_deleted = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "retention_deleted_rows",
+            "Rows deleted by retention (finished work past its age), by table",
+            retention_deleted.clone(),
+        );
+        for table in RETAINED_TABLES {
+            drop(retention_deleted.get_or_create(&[("table", table)]));
+        }
         Metrics {
             registry,
             events_ingested,
@@ -98,6 +113,7 @@ impl Metrics {
             attempt_seconds,
             queue_depth,
             plugin_errors,
+            retention_deleted,
         }
     }
 
