@@ -152,6 +152,12 @@ impl App {
         if state.ingest.queue_cap.enabled() {
             tokio::spawn(recount_queue(state.clone(), shutdown.clone()));
         }
+        crate::retention::Retention::start(
+            &state.store,
+            &state.config.retention,
+            &state.metrics,
+            shutdown.clone(),
+        );
         let node_shutdown = CancellationToken::new();
         let node = tokio::spawn(self.node.run(node_shutdown.clone()));
         let router = api::router(state.clone());

@@ -33,6 +33,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
     pub plugins: PluginLimitsConfig,
+    pub retention: RetentionConfig,
     /// Operator routes: destinations that receive every matching event.
     pub routes: Vec<RouteConfig>,
 }
@@ -119,6 +120,22 @@ pub struct PluginLimitsConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
+/// How long finished work is kept. Finished deliveries (succeeded, failed, skipped), their
+/// attempts, and events left without deliveries are deleted once they finished more than
+/// `max_age_ms` ago; queued and in-flight work and saved configurations never are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Age past which finished work is deleted, counted from when it finished (an event
+    /// with no deliveries: from when it was accepted). 0 keeps everything forever.
+    pub max_age_ms: u64,
+    /// How often to look for work past that age.
+    pub interval_ms: u64,
+    /// Most deliveries (or events scanned) deleted in one transaction; sweeps run batch
+    /// after batch so that ingest and claims go on in between.
+    pub batch: usize,
+}
+
 /// An operator route: a webhook configuration plus a name and an optional project scope.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +162,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             limits: LimitsConfig::default(),
             plugins: PluginLimitsConfig::default(),
+            retention: RetentionConfig::default(),
             routes: Vec::new(),
         }
     }
@@ -201,6 +219,56 @@ impl Default for PluginLimitsConfig {
             cache_dir: None,
         }
     }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_age_ms: 7 * 24 * 3_600_000,
+            interval_ms: 60_000,
+            // About 10 ms of SQLite's writer thread per batch (debug build, 2 shared cores),
+            // 4 ms of a PostgreSQL transaction.
+            batch: 200,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Whether anything is ever deleted.
+    pub fn enabled(&self) -> bool {
+        self.max_age_ms > 0
+    }
+}
+
+/// A human duration in milliseconds: a whole number with a unit, `500ms`, `90s`, `30m`,
+/// `12h` or `7d`; `0` and `off` mean zero.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text == "0" || text.eq_ignore_ascii_case("off") {
+        return Ok(0);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m, h or d (e.g. 7d)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let unit_ms: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit; use ms, s, m, h or d (e.g. 7d)"
+            ));
+        }
+    };
+    number
+        .checked_mul(unit_ms)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -337,6 +405,13 @@ impl Config {
             self.plugins.max_concurrent_per_plugin =
                 number("HOOKGATE_PLUGIN_MAX_CONCURRENT_PER_PLUGIN", value)?;
         }
+        if let Some(value) = lookup("HOOKGATE_RETENTION") {
+            self.retention.max_age_ms =
+                parse_duration_ms(&value).map_err(|message| ConfigError::Env {
+                    name: "HOOKGATE_RETENTION",
+                    message,
+                })?;
+        }
         Ok(())
     }
 
@@ -382,6 +457,12 @@ impl Config {
                 "plugins.pause_after_overruns must be at least 1 and plugins.max_pause_ms at least 1000",
             );
         }
+        if self.retention.interval_ms < 10 {
+            return invalid("retention.interval_ms must be at least 10");
+        }
+        if self.retention.batch == 0 {
+            return invalid("retention.batch must be positive");
+        }
         crate::store::StoreUrl::parse(self.store.as_deref(), &self.data_dir)
             .map_err(|error| ConfigError::Invalid(format!("store: {error}")))?;
         let mut names = std::collections::BTreeSet::new();
@@ -421,6 +502,35 @@ mod tests {
         let env = |name: &str| (name == "HOOKGATE_REQUEST_TIMEOUT_MS").then(|| "soon".to_owned());
         let error = Config::load(None, env).unwrap_err().to_string();
         assert!(error.contains("HOOKGATE_REQUEST_TIMEOUT_MS"), "{error}");
+    }
+
+    #[test]
+    fn retention_takes_a_human_duration() {
+        for (text, ms) in [
+            ("7d", 7 * 86_400_000),
+            ("12h", 12 * 3_600_000),
+            ("30m", 1_800_000),
+            ("90s", 90_000),
+            ("500ms", 500),
+            (" 1s ", 1_000),
+            ("0", 0),
+            ("off", 0),
+        ] {
+            let env = |name: &str| (name == "HOOKGATE_RETENTION").then(|| text.to_owned());
+            let config = Config::load(None, env).unwrap();
+            assert_eq!(config.retention.max_age_ms, ms, "{text}");
+            assert_eq!(config.retention.enabled(), ms > 0, "{text}");
+        }
+        assert_eq!(Config::default().retention.max_age_ms, 7 * 86_400_000);
+    }
+
+    #[test]
+    fn a_bad_retention_names_the_variable() {
+        for text in ["7", "7 days", "d", "-1d", "1.5h", "99999999999999999d", ""] {
+            let env = |name: &str| (name == "HOOKGATE_RETENTION").then(|| text.to_owned());
+            let error = Config::load(None, env).unwrap_err().to_string();
+            assert!(error.contains("HOOKGATE_RETENTION"), "{text}: {error}");
+        }
     }
 
     #[test]

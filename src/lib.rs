@@ -17,6 +17,7 @@
 //! - [`cluster`]: this process as a node: heartbeats in the store's node list and its share
 //!   of every destination's cap.
 //! - [`config`]: defaults → file → environment → flags. [`app`]: wires it all and runs it.
+//! - [`retention`]: the background task deleting finished work past its age.
 //! - [`metrics`]: Prometheus counters and histograms.
 
 pub mod api;
@@ -30,5 +31,6 @@ pub mod egress;
 pub mod ingest;
 pub mod metrics;
 pub mod plugin;
+pub mod retention;
 pub mod routing;
 pub mod store;

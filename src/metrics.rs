@@ -3,6 +3,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -24,7 +25,12 @@ pub struct Metrics {
     pub plugin_deferrals: Counter,
     /// Events refused with 429 because the queue held `limits.max_queued` deliveries.
     pub events_refused_queue_full: Counter,
+    /// Rows retention deleted, by table: `events`, `deliveries`, `attempts`.
+    pub retention_deleted: Family<[(&'static str, &'static str); 1], Counter>,
 }
+
+/// The tables retention deletes from, as the `table` label names them.
+pub const RETAINED_TABLES: [&str; 3] = ["events", "deliveries", "attempts"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -103,6 +109,15 @@ impl Metrics {
             "Events refused with 429 because the queue was at its cap",
             events_refused_queue_full.clone(),
         );
+        let retention_deleted = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "retention_deleted_rows",
+            "Rows deleted by retention (finished work past its age), by table",
+            retention_deleted.clone(),
+        );
+        for table in RETAINED_TABLES {
+            drop(retention_deleted.get_or_create(&[("table", table)]));
+        }
         Metrics {
             registry,
             events_ingested,
@@ -116,6 +131,7 @@ impl Metrics {
             plugin_errors,
             plugin_deferrals,
             events_refused_queue_full,
+            retention_deleted,
         }
     }
 

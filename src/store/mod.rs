@@ -3,7 +3,8 @@
 //! Its verbs are those of a lease-based work queue — enqueue (event and deliveries in one
 //! transaction), claim due deliveries with a lease, renew, finish an attempt (record it and
 //! complete, reschedule or dead-letter the delivery), release — plus the look-ups the
-//! operations API needs, the saved webhook configurations, and what nodes sharing a store
+//! operations API needs, retention (deleting finished work past an age, in batches), the
+//! saved webhook configurations, and what nodes sharing a store
 //! share besides the queue (the node list, a generated API key, wake-ups). A claim's
 //! `lease_token` guards every later write, so a worker whose lease expired cannot overwrite
 //! the next owner's work;
@@ -273,6 +274,48 @@ pub struct NodePlugin {
     pub sha256: String,
 }
 
+/// What a retention batch deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    pub deliveries: u64,
+    pub attempts: u64,
+    pub events: u64,
+}
+
+impl PurgeCounts {
+    pub fn is_empty(&self) -> bool {
+        *self == PurgeCounts::default()
+    }
+}
+
+impl std::ops::AddAssign for PurgeCounts {
+    fn add_assign(&mut self, other: PurgeCounts) {
+        self.deliveries += other.deliveries;
+        self.attempts += other.attempts;
+        self.events += other.events;
+    }
+}
+
+/// A position in the events ordered by acceptance time: after `(created_at, id)`, or from
+/// the first event when `id` is `None`. Each store orders ids its own way; a cursor is only
+/// meaningful to the store that returned it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventCursor {
+    pub created_at: UnixMillis,
+    pub id: Option<EventId>,
+}
+
+/// One batch of the scan for events without deliveries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventScan {
+    /// Events looked at; fewer than the limit means the scan reached `before_ms`.
+    pub scanned: usize,
+    /// Of those, the ones deleted because no delivery refers to them.
+    pub deleted: u64,
+    /// Where the next batch starts.
+    pub next: EventCursor,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -398,6 +441,31 @@ impl Store {
         before_seq: Option<i64>,
     ) -> Result<Page<DeliveryView>, StoreError> {
         dispatch!(self, s => s.deliveries(status, limit, before_seq).await)
+    }
+
+    /// Delete up to `limit` finished deliveries (succeeded, failed, skipped) that finished
+    /// before `before_ms`, oldest first, with their attempts and the events they leave
+    /// without any delivery. Queued and in-flight deliveries are never touched, nor rows
+    /// another transaction holds (PostgreSQL: a redelivery in progress).
+    pub async fn purge_finished(
+        &self,
+        before_ms: UnixMillis,
+        limit: usize,
+    ) -> Result<PurgeCounts, StoreError> {
+        dispatch!(self, s => s.purge_finished(before_ms, limit).await)
+    }
+
+    /// Look at up to `limit` events accepted before `before_ms`, in acceptance order from
+    /// `after`, and delete those no delivery refers to (routing found no destination).
+    /// Events that still have deliveries are passed over: `purge_finished` deletes them with
+    /// their last delivery.
+    pub async fn purge_events_without_deliveries(
+        &self,
+        after: EventCursor,
+        before_ms: UnixMillis,
+        limit: usize,
+    ) -> Result<EventScan, StoreError> {
+        dispatch!(self, s => s.purge_events_without_deliveries(after, before_ms, limit).await)
     }
 
     /// Deliveries queued or in flight.

@@ -38,8 +38,8 @@ const NEXT_DUE: &str = "SELECT due_at FROM deliveries WHERE status IN ('queued',
      ORDER BY due_at LIMIT 1";
 
 /// Dead-letter a claimed delivery that cannot be sent, if the lease is still ours.
-const FAIL_CLAIMED: &str = "UPDATE deliveries SET status = 'failed', last_error = $1, lease_token = NULL \
-     WHERE id = $2 AND lease_token = $3";
+const FAIL_CLAIMED: &str = "UPDATE deliveries SET status = 'failed', last_error = $1, lease_token = NULL, \
+     updated_at = $4 WHERE id = $2 AND lease_token = $3";
 
 /// A claimed row before its destination is parsed.
 struct TakenRow {
@@ -143,7 +143,7 @@ impl PgStore {
             let fail = transaction.prepare_cached(FAIL_CLAIMED).await?;
             for (id, reason) in &unsendable {
                 transaction
-                    .execute(&fail, &[reason, id, &lease_token])
+                    .execute(&fail, &[reason, id, &lease_token, &now])
                     .await?;
             }
         }

@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cluster",
         sql: include_str!("migrations/0002_cluster.sql"),
     },
+    Migration {
+        version: 3,
+        name: "retention",
+        sql: include_str!("migrations/0003_retention.sql"),
+    },
 ];
 
 /// Taken with `pg_advisory_xact_lock` for the length of a migration run. Any constant will

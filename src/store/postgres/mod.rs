@@ -8,6 +8,7 @@
 //! - claims take due rows with `FOR UPDATE SKIP LOCKED`, so two nodes never claim one
 //!   delivery; a lease token guards every later write, and a lease that ran out (its node
 //!   died or stalled) makes the delivery claimable again by any node (`queue`);
+//! - retention deletes finished work in batches that skip locked rows (`retention`);
 //! - there is no start-up requeue of in-flight rows, as SQLite does: other nodes may own them.
 //!
 //! Driver: tokio-postgres through a deadpool pool, with statements from each connection's
@@ -26,6 +27,7 @@ mod finish;
 mod group;
 mod migrate;
 mod queue;
+mod retention;
 mod settings;
 
 pub use migrate::{MIGRATIONS, Migration, MigrationReport};

@@ -10,10 +10,13 @@
 //! one of them fails, its run is undone and every write in it answered with the error; their
 //! callers recover (a claim is retried, an unrecorded attempt runs again after its lease).
 //! Reads use a small pool of separate connections, which WAL lets run beside the writer.
+//! Retention deletes finished work as a run of small engine writes (`retention`), so it never
+//! holds the writer for long.
 
 mod configs;
 mod nodes;
 mod queue;
+mod retention;
 
 use super::StoreError;
 use rusqlite::{Connection, OpenFlags};
@@ -61,6 +64,13 @@ DROP INDEX IF EXISTS deliveries_status;
 CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries(status, seq)
     WHERE status IN ('succeeded', 'failed', 'skipped');
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
+-- Retention: finished deliveries by when they finished (`updated_at`, which nothing changes
+-- after the last attempt's record but a redelivery, which queues the row again), and events
+-- by when they were accepted, for those that never had a delivery. Both are appended to at
+-- their newest end.
+CREATE INDEX IF NOT EXISTS deliveries_retention ON deliveries(updated_at)
+    WHERE status IN ('succeeded', 'failed', 'skipped');
+CREATE INDEX IF NOT EXISTS events_created ON events(created_at, id);
 CREATE TABLE IF NOT EXISTS attempts (
     delivery_id     TEXT NOT NULL,
     number          INTEGER NOT NULL,

@@ -102,11 +102,12 @@ impl SqliteStore {
             );
             self.write_relaxed(move |conn| {
                 let mut fail = conn.prepare_cached(
-                    "UPDATE deliveries SET status = 'failed', last_error = ?1, lease_token = NULL \
-                     WHERE id = ?2 AND lease_token = ?3",
+                    "UPDATE deliveries SET status = 'failed', last_error = ?1, lease_token = NULL, \
+                     updated_at = ?4 WHERE id = ?2 AND lease_token = ?3",
                 )?;
+                let now = now_millis();
                 for (id, lease_token, reason) in unreadable {
-                    fail.execute(params![reason, id.as_str(), lease_token.as_str()])?;
+                    fail.execute(params![reason, id.as_str(), lease_token.as_str(), now])?;
                 }
                 Ok(())
             })
@@ -526,9 +527,9 @@ fn claim(
             let Some((event_type, timestamp, payload)) = found else {
                 conn.prepare_cached(
                     "UPDATE deliveries SET status = 'failed', last_error = 'its event is missing', \
-                     lease_token = NULL WHERE id = ?1",
+                     lease_token = NULL, updated_at = ?2 WHERE id = ?1",
                 )?
-                .execute([&id])?;
+                .execute(params![&id, now])?;
                 continue;
             };
             loaded = Some((event_id.clone(), event_type, timestamp, Arc::from(payload)));
