@@ -183,8 +183,16 @@ async fn delivery_shows_every_attempt() {
     assert_eq!(first["response_status"], 500);
     assert!(first["error"].as_str().unwrap().contains("500"), "{first}");
     let body = first["response_body"].as_str().unwrap();
-    assert!(long_error.starts_with(body), "the first bytes of the body");
-    assert_eq!(body.len(), 1_024, "cut at the configured prefix length");
+    let (prefix, marker) = body.split_at(1_024);
+    assert!(
+        long_error.starts_with(prefix),
+        "the first bytes of the body"
+    );
+    assert_eq!(
+        marker,
+        format!("… [truncated: {} bytes in all]", long_error.len()),
+        "cut at the configured prefix length, and says so"
+    );
 
     let second = &attempts[1];
     assert_eq!(second["number"], 2);

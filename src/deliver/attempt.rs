@@ -132,9 +132,15 @@ async fn send_once(
                 };
             }
             Err(PluginError::Paused(left)) => {
+                // Spread over half the pause again, so the deliveries held back do not all
+                // come due, and through claims, at the moment it ends.
+                let left_ms = i64::try_from(left.as_millis()).unwrap_or(i64::MAX / 2);
+                let spread_ms = fastrand::i64(0..=left_ms / 2);
                 return Ended {
                     deferred_until: Some(
-                        now_millis().saturating_add(i64::try_from(left.as_millis()).unwrap_or(0)),
+                        now_millis()
+                            .saturating_add(left_ms)
+                            .saturating_add(spread_ms),
                     ),
                     ..failed(AttemptResult::Error, String::new())
                 };

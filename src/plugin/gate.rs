@@ -69,40 +69,27 @@ impl Gates {
         }
     }
 
-    /// Wait for one of `name`'s call slots, then ask its breaker.
+    /// Ask `name`'s breaker, wait for one of its call slots, then ask again: a paused
+    /// plugin's callers are turned away at once instead of queueing for slots, so a backlog
+    /// coming due at the end of a pause passes straight back to the queue.
     pub async fn admit(&self, name: &str, sha256: &str) -> Admission {
         let gate = self.gate(name);
+        if let Err(left) = gate.verdict(sha256, false, self.policy) {
+            return Admission::Paused(left);
+        }
         let Ok(permit) = gate.permits.clone().acquire_owned().await else {
             // The semaphore is never closed; a closed one would mean the host is gone.
             return Admission::Paused(FIRST_PAUSE);
         };
-        let Ok(mut breaker) = gate.breaker.lock() else {
-            return Admission::Paused(FIRST_PAUSE);
-        };
-        if breaker.sha256 != sha256 {
-            *breaker = Breaker {
-                sha256: sha256.to_owned(),
-                ..Breaker::default()
-            };
+        match gate.verdict(sha256, true, self.policy) {
+            Ok(probe) => Admission::Run(Pass {
+                gate,
+                policy: self.policy,
+                probe,
+                _permit: permit,
+            }),
+            Err(left) => Admission::Paused(left),
         }
-        let now = Instant::now();
-        let probe = match breaker.paused_until {
-            None => false,
-            Some(until) if now < until => return Admission::Paused(until - now),
-            // The pause is over but its probe is still out: wait for its verdict.
-            Some(_) if breaker.probe_running => return Admission::Paused(FIRST_PAUSE),
-            Some(_) => {
-                breaker.probe_running = true;
-                true
-            }
-        };
-        drop(breaker);
-        Admission::Run(Pass {
-            gate,
-            policy: self.policy,
-            probe,
-            _permit: permit,
-        })
     }
 
     /// Names of the plugins paused now, with the time left.
@@ -135,6 +122,44 @@ impl Gates {
                 })
             })
             .clone()
+    }
+}
+
+impl Gate {
+    /// May a call of version `sha256` run now? `Ok(true)` when it is the probe that ends a
+    /// pause (taken only when `take_probe`), `Err` with the time left while paused.
+    fn verdict(
+        &self,
+        sha256: &str,
+        take_probe: bool,
+        policy: GatePolicy,
+    ) -> Result<bool, Duration> {
+        let mut breaker = match self.breaker.lock() {
+            Ok(breaker) => breaker,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if breaker.sha256 != sha256 {
+            *breaker = Breaker {
+                sha256: sha256.to_owned(),
+                ..Breaker::default()
+            };
+        }
+        let now = Instant::now();
+        match breaker.paused_until {
+            None => Ok(false),
+            Some(until) if now < until => Err(until - now),
+            // The pause is over but its probe is still out. Most probes of a plugin that
+            // was paused fail, so wait out the pause that would follow.
+            Some(_) if breaker.probe_running => Err(breaker
+                .last_pause
+                .map_or(FIRST_PAUSE, |last| last * 2)
+                .min(policy.max_pause)),
+            Some(_) if take_probe => {
+                breaker.probe_running = true;
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+        }
     }
 }
 
