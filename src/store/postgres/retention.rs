@@ -52,11 +52,7 @@ impl PgStore {
         limit: usize,
     ) -> Result<PurgeCounts, StoreError> {
         let mut client = self.client().await?;
-        let transaction = client.transaction().await?;
-        transaction.batch_execute(RELAXED_COMMIT).await?;
-        transaction
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&RETENTION_LOCK_KEY])
-            .await?;
+        let transaction = begin_purge(&mut client).await?;
         let delete = transaction.prepare_cached(DELETE_FINISHED).await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut deliveries = Vec::new();
@@ -90,11 +86,7 @@ impl PgStore {
         // The nil UUID sorts before every id.
         let after_id = after.id.as_ref().and_then(parse_id).unwrap_or(Uuid::nil());
         let mut client = self.client().await?;
-        let transaction = client.transaction().await?;
-        transaction.batch_execute(RELAXED_COMMIT).await?;
-        transaction
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&RETENTION_LOCK_KEY])
-            .await?;
+        let transaction = begin_purge(&mut client).await?;
         let scan = transaction.prepare_cached(SCAN_EVENTS).await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut scanned = Vec::new();
@@ -128,4 +120,17 @@ impl PgStore {
             next,
         })
     }
+}
+
+/// A purge's transaction: committed without waiting for an fsync (losing a purge loses
+/// nothing), and holding the purgers' lock so nodes take turns.
+async fn begin_purge(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    let transaction = client.transaction().await?;
+    transaction.batch_execute(RELAXED_COMMIT).await?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&RETENTION_LOCK_KEY])
+        .await?;
+    Ok(transaction)
 }
