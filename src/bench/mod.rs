@@ -482,6 +482,20 @@ async fn through_gateway(scenario: &str, options: &BenchOptions) -> Result<Figur
             .collect()
     };
     let requests = serialise(&requests)?;
+    let tallies: Vec<_> = receivers
+        .iter()
+        .map(|receiver| receiver.tally.clone())
+        .collect();
+    let _progress = Progress::start(
+        scenario,
+        (options.events * receiver_count) as u64,
+        move || {
+            tallies
+                .iter()
+                .map(|tally| tally.distinct.load(Ordering::Relaxed))
+                .sum()
+        },
+    );
     let sampler = RssSampler::start();
     let started = Instant::now();
     let (latencies, accepted) = produce(
@@ -527,6 +541,7 @@ async fn backlog(options: &BenchOptions) -> Result<Figures> {
     // Built per chunk so the load generator does not hold a million events at once.
     let mut accepted_total = 0;
     let mut latencies = Vec::new();
+    let mut last_report = Instant::now();
     for chunk_start in (0..total).step_by(BATCH_SIZE * 100) {
         let chunk_end = (chunk_start + BATCH_SIZE * 100).min(total);
         let requests: Vec<Value> = (chunk_start..chunk_end)
@@ -546,10 +561,18 @@ async fn backlog(options: &BenchOptions) -> Result<Figures> {
         .await?;
         accepted_total += accepted;
         latencies.extend(chunk_latencies);
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            eprintln!("bench: backlog ingest: {accepted_total} of {total} accepted");
+        }
     }
     let ingest_seconds = started.elapsed().as_secs_f64();
     let peak_queued = sampler.take_peak_mb();
     let opened = Instant::now();
+    let tally = receiver.tally.clone();
+    let _progress = Progress::start("backlog drain", accepted_total, move || {
+        tally.distinct.load(Ordering::Relaxed)
+    });
     receiver.open();
     let drained = wait_until(
         || receiver.tally.distinct.load(Ordering::Relaxed) >= accepted_total,
@@ -645,23 +668,79 @@ async fn noisy_plugin(options: &BenchOptions, breaker: bool) -> Result<Figures> 
     Ok(figures)
 }
 
+/// How often a long scenario reports how far it has come.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Prints `bench: LABEL: N of TOTAL delivered (R/s)` to stderr every [`PROGRESS_EVERY`]
+/// until dropped, so a long run shows it is moving; runs shorter than that print nothing.
+struct Progress {
+    stop: CancellationToken,
+}
+
+impl Progress {
+    fn start(label: &str, total: u64, done: impl Fn() -> u64 + Send + 'static) -> Progress {
+        let stop = CancellationToken::new();
+        let (label, stopped) = (label.to_owned(), stop.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    _ = tokio::time::sleep(PROGRESS_EVERY) => {}
+                }
+                let count = done();
+                eprintln!(
+                    "bench: {label}: {count} of {total} delivered ({:.0}/s)",
+                    count as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+        });
+        Progress { stop }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The machine the figures came from: cores and CPU model, for the table's heading.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cores} cores, {model}")
+}
+
 fn print_table(results: &BTreeMap<String, Figures>) {
     println!(
-        "{:<21} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>5} {:>7}",
+        "hookgate {} on {}; latencies in ms, peak RSS in MB",
+        env!("CARGO_PKG_VERSION"),
+        machine()
+    );
+    println!(
+        "{:<21} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>5} {:>7}",
         "scenario",
         "events/s",
-        "ingest50",
-        "ingest99",
-        "e2e50",
-        "e2e99",
-        "e2emax",
-        "rss MB",
+        "ingest p50",
+        "ingest p99",
+        "e2e p50",
+        "e2e p99",
+        "e2e max",
+        "RSS MB",
         "lost",
         "÷direct"
     );
     for (name, figures) in results {
         println!(
-            "{:<21} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>5} {:>7}",
+            "{:<21} {:>10.0} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8.1} {:>5} {:>7}",
             name,
             figures.events_per_sec,
             figures.ingest_p50_ms,
