@@ -1,5 +1,6 @@
 //! Wiring: builds the store, the plugin host, the HTTP client and the API from a `Config`,
-//! binds the listener, and runs the API and the delivery engine until shutdown.
+//! binds the listener, and runs the API, the delivery engine and the background tasks
+//! (plugin folder watch, node heartbeat, retention, the queue cap's recount) until shutdown.
 
 use crate::api::{self, ApiState};
 use crate::cluster::Node;

@@ -187,8 +187,12 @@ const RESTRICTED_V6: &[(Ipv6Net, &str)] = &[
     (net6(&[0x2001, 0xdb8], 32), "documentation"),
     (net6(&[0x3fff], 20), "documentation"),
     (net6(&[0x5f00], 16), "SRv6 SID"),
-    // Inside unique-local, so refused either way; listed first so the refusal says metadata.
-    (net6(&[0xfd00], 112), "metadata"),
+    // AWS's IPv6 instance metadata endpoint. Inside unique-local, so refused either way;
+    // listed first so the refusal says metadata.
+    (
+        Ipv6Net::new_assert(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254), 128),
+        "metadata",
+    ),
     (net6(&[0xfc00], 7), "unique-local"),
     (net6(&[0xfe80], 10), "link-local"),
     (net6(&[0xfec0], 10), "site-local"),
@@ -342,8 +346,8 @@ mod tests {
                 ("2620:4f:8000::1", Allowed), // direct delegation AS112
                 ("3fff::1", Refused("documentation")),
                 ("5f00::1", Refused("SRv6 SID")),
-                ("fd00::1", Refused("metadata")),
-                ("fd00:ec2::254", Refused("unique-local")),
+                ("fd00::1", Refused("unique-local")),
+                ("fd00:ec2::254", Refused("metadata")),
                 ("fe80::1", Refused("link-local")),
                 ("fec0::1", Refused("site-local")),
                 ("ff02::1", Refused("multicast")),

@@ -4,8 +4,10 @@
 //! committed.
 //!
 //! In: [`IngestEvent`]s already parsed from JSON. Out: one [`Accepted`] per event, or an
-//! [`IngestError`] naming the first bad field. No HTTP types: the API, `hookgate plugin run`
-//! and tests call these functions directly, and only `api/` turns the errors into responses.
+//! [`IngestError`]: the first bad field, a full queue ([`QueueCap`]), or a store that could
+//! not commit (remembered in `write_failing` for readiness). No HTTP types: the API,
+//! `hookgate plugin run` and tests call these functions directly, and only `api/` turns the
+//! errors into responses.
 
 use crate::config::LimitsConfig;
 use crate::deliver::Engine;
@@ -65,12 +67,18 @@ pub enum IngestError {
 
 /// The cap on deliveries queued or in flight (`limits.max_queued`). Counting the queue on
 /// every request would cost a scan per ingest, so the store is counted every
-/// [`QueueCap::RECOUNT_EVERY`] and what this node accepts in between is added to the count:
-/// an estimate that errs high until the next count, never low for this node's own ingest.
+/// [`QueueCap::RECOUNT_EVERY`] and this node's own ingest is added on top: requests reserve
+/// their deliveries before they commit (so concurrent requests cannot all pass against the
+/// same count) and what they committed stays added until the next count. The estimate errs
+/// high, never low, for this node's own ingest; other nodes' accepts of the last second are
+/// not in it.
 pub struct QueueCap {
     max: u64,
     counted: AtomicU64,
-    accepted_since_count: AtomicU64,
+    /// Deliveries of requests that passed the cap and are committing now.
+    pending: AtomicU64,
+    /// Deliveries committed since the last count started.
+    committed_since_count: AtomicU64,
 }
 
 impl QueueCap {
@@ -81,7 +89,8 @@ impl QueueCap {
         QueueCap {
             max,
             counted: AtomicU64::new(0),
-            accepted_since_count: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            committed_since_count: AtomicU64::new(0),
         }
     }
 
@@ -89,39 +98,64 @@ impl QueueCap {
         self.max > 0
     }
 
-    /// Refuse `deliveries` more when they would take the queue past the cap.
-    fn admit(&self, deliveries: u64) -> Result<(), IngestError> {
+    /// Reserve room for `deliveries`, or refuse them when they would take the queue past the
+    /// cap. The reservation must be settled with [`QueueCap::settle`].
+    fn reserve(&self, deliveries: u64) -> Result<(), IngestError> {
         if !self.enabled() {
             return Ok(());
         }
-        let queued = self
-            .counted
-            .load(Ordering::Relaxed)
-            .saturating_add(self.accepted_since_count.load(Ordering::Relaxed));
-        if queued.saturating_add(deliveries) > self.max {
-            return Err(IngestError::QueueFull {
-                queued,
-                max: self.max,
-            });
+        let mut pending = self.pending.load(Ordering::Acquire);
+        loop {
+            let queued = self
+                .counted
+                .load(Ordering::Acquire)
+                .saturating_add(self.committed_since_count.load(Ordering::Acquire))
+                .saturating_add(pending);
+            if queued.saturating_add(deliveries) > self.max {
+                return Err(IngestError::QueueFull {
+                    queued,
+                    max: self.max,
+                });
+            }
+            match self.pending.compare_exchange_weak(
+                pending,
+                pending + deliveries,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => pending = now,
+            }
         }
-        Ok(())
     }
 
-    fn accepted(&self, deliveries: u64) {
-        self.accepted_since_count
-            .fetch_add(deliveries, Ordering::Relaxed);
+    /// End a reservation of `reserved` deliveries, of which `committed` were stored.
+    fn settle(&self, reserved: u64, committed: u64) {
+        if !self.enabled() {
+            return;
+        }
+        self.committed_since_count
+            .fetch_add(committed, Ordering::AcqRel);
+        saturating_sub(&self.pending, reserved);
     }
 
-    /// Count the store's queue again. What was accepted before the count started is in it;
-    /// what is accepted while it runs stays added on top until the next count.
-    pub async fn recount(&self, store: &Store) -> Result<(), StoreError> {
-        let before = self.accepted_since_count.load(Ordering::Relaxed);
+    /// Count the store's queue again. What was committed before the count started is in it;
+    /// what commits while it runs stays added on top until the next count (counted twice,
+    /// briefly: the estimate errs high).
+    pub(crate) async fn recount(&self, store: &Store) -> Result<(), StoreError> {
+        let before = self.committed_since_count.load(Ordering::Acquire);
         let depth = store.queue_depth().await?;
-        self.counted.store(depth, Ordering::Relaxed);
-        self.accepted_since_count
-            .fetch_sub(before, Ordering::Relaxed);
+        self.counted.store(depth, Ordering::Release);
+        saturating_sub(&self.committed_since_count, before);
         Ok(())
     }
+}
+
+fn saturating_sub(counter: &AtomicU64, amount: u64) {
+    // The closure always returns Some, so the update cannot fail.
+    let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |value| {
+        Some(value.saturating_sub(amount))
+    });
 }
 
 /// An operator route: the subscription and the project it is limited to, if any.
@@ -158,12 +192,14 @@ impl Ingest {
             let prefix = field_prefix(in_batch, index);
             prepared.push(self.prepare(event, &prefix, &saved, timestamp)?);
         }
-        let deliveries: u64 = prepared
+        let reserved: u64 = prepared
             .iter()
             .map(|event| event.deliveries.len() as u64)
             .sum();
-        if let Err(full) = self.queue_cap.admit(deliveries) {
-            self.metrics.events_refused_queue_full.inc();
+        if let Err(full) = self.queue_cap.reserve(reserved) {
+            self.metrics
+                .events_refused_queue_full
+                .inc_by(prepared.len() as u64);
             return Err(full);
         }
         let handover = self.engine.reserve(&mut prepared);
@@ -180,14 +216,15 @@ impl Ingest {
         let outcomes = tokio::spawn(async move {
             let committed = store.enqueue(prepared).await;
             write_failing.store(committed.is_err(), Ordering::Relaxed);
-            let outcomes = committed?;
-            queue_cap.accepted(
+            let stored: u64 = committed.as_ref().map_or(0, |outcomes| {
                 outcomes
                     .iter()
                     .filter(|outcome| !outcome.duplicate)
                     .map(|outcome| outcome.deliveries.len() as u64)
-                    .sum(),
-            );
+                    .sum()
+            });
+            queue_cap.settle(reserved, stored);
+            let outcomes = committed?;
             let new_events = outcomes.iter().filter(|outcome| !outcome.duplicate).count();
             metrics.events_ingested.inc_by(new_events as u64);
             let duplicates: Vec<bool> = outcomes.iter().map(|outcome| outcome.duplicate).collect();
@@ -204,6 +241,16 @@ impl Ingest {
                 duplicate: outcome.duplicate,
             })
             .collect())
+    }
+
+    /// Whether commits work. Reads can work while commits fail; after a failed commit this
+    /// answers the failure until a small durable write goes through again.
+    pub async fn check_writes(&self) -> Result<(), StoreError> {
+        if self.write_failing.load(Ordering::Relaxed) {
+            self.store.probe_write().await?;
+            self.write_failing.store(false, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Every saved configuration the events name, fetched in one store read; an id that does

@@ -2,24 +2,18 @@
 //! the destinations that want it. Pure and synchronous; the API layer feeds it configs and
 //! knows nothing of how they are checked.
 
-use crate::domain::{Destination, DestinationSource, EventType, OutputFormat, RetryOverride};
+use crate::domain::{
+    Destination, DestinationSource, EventType, OutputFormat, RetryOverride, headers as header_rules,
+};
 use crate::egress::EgressGuard;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// Headers the gateway sets itself; a configured value for one of these is ignored, as
 /// SPEC 4 says of `Content-Type`, so signatures and event ids cannot be spoofed.
-const MANAGED_HEADERS: &[&str] = &[
-    "content-type",
-    "content-length",
-    "host",
-    "x-webhook-event-id",
-    "x-webhook-event-type",
-    "lc-signature",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-];
+/// Headers every request carries before a destination's own: `Content-Type`, `User-Agent`
+/// and the two event identity headers. A destination's headers must leave room for them.
+const STANDARD_HEADERS: usize = 4;
 
 /// Upper bounds of per-destination retry overrides.
 pub const MAX_ATTEMPTS: u64 = 100;
@@ -173,9 +167,28 @@ impl WebhookConfig {
                     "value is not a valid HTTP header value (control characters such as CR or LF)",
                 ));
             }
-            if !MANAGED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            // SPEC 4: a configured Content-Type does not override the gateway's.
+            if !header_rules::is_gateway_managed(name) && !name.eq_ignore_ascii_case("content-type")
+            {
                 headers.push((name.clone(), value.clone()));
             }
+        }
+        let bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 4)
+            .sum();
+        if headers.len() + STANDARD_HEADERS > header_rules::MAX_HEADERS
+            || bytes > header_rules::MAX_HEADER_BYTES / 2
+        {
+            return Err(FieldError::new(
+                field("webhook_headers"),
+                format!(
+                    "{} headers of {bytes} bytes are over the limit of {} headers and {} bytes",
+                    headers.len(),
+                    header_rules::MAX_HEADERS - STANDARD_HEADERS,
+                    header_rules::MAX_HEADER_BYTES / 2
+                ),
+            ));
         }
         if let Some(secret) = &self.webhook_signing_secret {
             validate_secret(secret)
@@ -377,6 +390,16 @@ mod tests {
             subscription.destination.headers,
             vec![("Authorization".to_owned(), "Bearer x".to_owned())]
         );
+        let too_many: BTreeMap<String, String> = (0..61)
+            .map(|n| (format!("X-H{n}"), "v".to_owned()))
+            .collect();
+        let refused = WebhookConfig {
+            webhook_headers: Some(too_many),
+            ..config("https://example.com")
+        }
+        .validate("", &checks(&egress), DestinationSource::Inline)
+        .unwrap_err();
+        assert_eq!(refused.field, "webhook_headers");
         let parse_success = EventType::parse("parse.success").unwrap();
         let parse_error = EventType::parse("parse.error").unwrap();
         let subscriptions = vec![subscription];

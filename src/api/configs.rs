@@ -263,9 +263,18 @@ async fn update(
     if let Some(secret) = &existing.signing_secret {
         fields.insert(SECRET_FIELD.into(), secret.clone().into());
     }
-    // Partial update: a field sent replaces the stored one; null clears it.
+    // Partial update: a field sent replaces the stored one; null clears it. A URL sent back
+    // exactly as a view showed it (credentials as `***`) keeps the stored one.
     for (name, value) in changes {
-        fields.insert(name, value);
+        let shown_url_unchanged = name == "webhook_url"
+            && matches!(
+                (&value, fields.get("webhook_url")),
+                (serde_json::Value::String(sent), Some(serde_json::Value::String(stored)))
+                    if *sent != *stored && *sent == crate::domain::redacted_url(stored)
+            );
+        if !shown_url_unchanged {
+            fields.insert(name, value);
+        }
     }
     let (settings, signing_secret) = validate(&state, fields)?;
     let updated = state

@@ -13,7 +13,6 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub async fn event(
@@ -155,17 +154,12 @@ pub async fn readyz(
     State(state): State<Arc<ApiState>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.store.ping().await?;
-    // Reads can work while commits fail; then ingest answers 503, and so does this until a
-    // write goes through again.
-    if state.ingest.write_failing.load(Ordering::Relaxed) {
-        if let Err(error) = state.store.probe_write().await {
-            tracing::warn!(%error, "the store still cannot commit writes");
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the store cannot commit writes (a full disk, an I/O error or a read-only database); ingest answers 503 until it can",
-            ));
-        }
-        state.ingest.write_failing.store(false, Ordering::Relaxed);
+    if let Err(error) = state.ingest.check_writes().await {
+        tracing::warn!(%error, "the store still cannot commit writes");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store cannot commit writes (a full disk, an I/O error or a read-only database); ingest answers 503 until it can",
+        ));
     }
     Ok(Json(serde_json::json!({ "status": "ready" })))
 }

@@ -1,12 +1,13 @@
-//! One attempt of one delivery: build the request, run the transform plugin, sign, send,
-//! let the retry policy decide, and record the attempt with its outcome in one store write.
+//! One attempt of one delivery: build the request, run the transform plugin, normalise the
+//! headers, sign, send, let the retry policy decide, and record the attempt with its outcome
+//! in one store write. When the plugin is paused by its breaker nothing is attempted: the
+//! delivery goes back to the queue until the pause ends, with no attempt recorded.
 
 use super::DeliveryContext;
 use super::client::SendError;
-use super::headers;
 use super::request;
 use super::retry::{AttemptResult, RetryAction, RetryPolicy, parse_retry_after};
-use crate::domain::{Attempt, now_millis};
+use crate::domain::{Attempt, UnixMillis, headers, now_millis};
 use crate::plugin::{PluginError, TransformInput, TransformOutcome};
 use crate::store::{AttemptOutcome, ClaimedDelivery};
 use std::time::Instant;
@@ -20,7 +21,7 @@ struct Ended {
     skipped: bool,
     /// Not attempted: the plugin is paused, so the delivery goes back to the queue until
     /// this time without spending an attempt.
-    deferred_until: Option<i64>,
+    deferred_until: Option<UnixMillis>,
 }
 
 /// Run one attempt; `sent` is called once the request is done with (answered, failed or
@@ -156,13 +157,12 @@ async fn send_once(
         delivery.event_id.as_str(),
         &delivery.event_type,
     ) {
-        // Only a plugin can produce headers that fail here: ingest validates the
-        // destination's own.
-        let source = destination.transform.as_deref().unwrap_or("destination");
-        return failed(
-            AttemptResult::Error,
-            format!("request from plugin {source} not sent: {error}"),
-        );
+        // Ingest bounds a destination's own headers, so a plugin's are what fail here.
+        let source = match destination.transform.as_deref() {
+            Some(plugin) => format!("request from plugin {plugin}"),
+            None => "request".to_owned(),
+        };
+        return failed(AttemptResult::Error, format!("{source} not sent: {error}"));
     }
     request::sign(
         &mut outgoing,

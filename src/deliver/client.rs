@@ -70,8 +70,15 @@ impl HttpClient {
         request: OutgoingRequest,
         timeout: Duration,
     ) -> Result<Response, SendError> {
-        let url = reqwest::Url::parse(&request.url)
+        let mut url = reqwest::Url::parse(&request.url)
             .map_err(|error| SendError::Invalid(format!("url: {error}")))?;
+        // reqwest sends URL credentials as a Basic `Authorization` header beside any given
+        // one; a header set by the destination or its plugin is the more specific, and wins.
+        let has_userinfo = !url.username().is_empty() || url.password().is_some();
+        if has_userinfo && request.header("authorization").is_some() {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+        }
         if !matches!(url.scheme(), "http" | "https") {
             return Err(SendError::Invalid(format!(
                 "scheme {:?} is not http(s)",
@@ -100,23 +107,43 @@ impl HttpClient {
             .map(str::to_owned);
         let mut prefix = Vec::new();
         let mut read = 0usize;
-        let mut drained = true;
+        let mut read_whole = true;
         let mut response = response;
-        while let Ok(Some(chunk)) = response.chunk().await {
-            read += chunk.len();
-            if prefix.len() < self.body_prefix_bytes {
-                let room = self.body_prefix_bytes - prefix.len();
-                prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    read += chunk.len();
+                    if prefix.len() < self.body_prefix_bytes {
+                        let room = self.body_prefix_bytes - prefix.len();
+                        prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
+                    if read > self.body_prefix_bytes + DRAIN_LIMIT_BYTES {
+                        read_whole = false;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                // The status is what counts; a body cut short is only recorded as such.
+                Err(_) => {
+                    read_whole = false;
+                    break;
+                }
             }
-            if read > self.body_prefix_bytes + DRAIN_LIMIT_BYTES {
-                drained = false;
-                break;
-            }
+        }
+        let cut = read > prefix.len();
+        if cut {
+            // A character cut in half by the prefix would be decoded as U+FFFD.
+            let whole_chars = match std::str::from_utf8(&prefix) {
+                Ok(_) => prefix.len(),
+                Err(error) if error.error_len().is_none() => error.valid_up_to(),
+                Err(_) => prefix.len(),
+            };
+            prefix.truncate(whole_chars);
         }
         let mut body_prefix = String::from_utf8_lossy(&prefix).into_owned();
         // Say that the record holds a prefix, and of how much.
-        if read > prefix.len() {
-            let more = if drained { "" } else { "over " };
+        if cut || !read_whole {
+            let more = if read_whole { "" } else { "at least " };
             body_prefix.push_str(&format!("… [truncated: {more}{read} bytes in all]"));
         }
         Ok(Response {

@@ -1,5 +1,6 @@
 //! The delivery engine: runs each delivery as its own task through the attempt pipeline
-//! (build → transform → sign → send → decide), bounded overall and per destination.
+//! (build → transform → normalise headers → sign → send → decide), bounded overall and per
+//! destination.
 //!
 //! Deliveries reach it two ways, both through the store. Ingest asks [`Engine::reserve`]
 //! before it commits: a fresh delivery whose destination has a free slot, while nothing
@@ -16,7 +17,6 @@
 mod attempt;
 pub mod client;
 mod dispatcher;
-pub mod headers;
 pub mod request;
 pub mod retry;
 pub mod sign;

@@ -1,9 +1,12 @@
 //! Pure domain types shared by every layer: event types, events, destinations, deliveries
-//! and attempts. No I/O and no framework types live here, so the API, the store and the
-//! delivery engine can all depend on this module without depending on each other.
+//! and attempts, with the rules that belong to them: which headers the gateway owns, how
+//! recorded text is clipped and how URLs are shown without their credentials. No I/O and no
+//! framework types live here, so the API, the store and the delivery engine can all depend
+//! on this module without depending on each other.
 
 mod destination;
 mod event;
+pub mod headers;
 mod ids;
 
 pub use destination::{Destination, DestinationSource, OutputFormat, RetryOverride};
@@ -73,8 +76,8 @@ pub fn now_millis() -> UnixMillis {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Bytes kept of any text an attempt record stores from outside the gateway: a plugin's
-/// error or skip reason, a receiver's response body (its own, smaller setting applies too).
+/// Bytes kept of a plugin's error or skip reason on an attempt record (a receiver's response
+/// body has its own setting, `delivery.response_body_bytes`).
 pub const MAX_RECORDED_TEXT_BYTES: usize = 4 * 1024;
 
 /// `text` cut to at most `max_bytes` (on a character boundary), with a marker saying how

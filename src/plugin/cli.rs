@@ -78,12 +78,8 @@ pub async fn run(
         Ok(TransformOutcome::Send(mut request)) => {
             // As the engine would send it: headers normalised (signing needs a secret, and
             // this preview has none).
-            crate::deliver::headers::normalise(
-                &mut request,
-                event_id.as_str(),
-                event_type.as_str(),
-            )
-            .with_context(|| format!("the request from plugin {name} would not be sent"))?;
+            crate::domain::headers::normalise(&mut request, event_id.as_str(), event_type.as_str())
+                .with_context(|| format!("the request from plugin {name} would not be sent"))?;
             println!("SEND POST {}", crate::domain::redacted_url(&request.url));
             for (header, value) in &request.headers {
                 println!("{header}: {value}");

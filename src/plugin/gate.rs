@@ -7,13 +7,16 @@
 //! plugin is paused; callers are told how long, and the delivery engine hands their
 //! deliveries back to the queue until then without spending an attempt. When the pause
 //! ends, one call goes through as a probe: if it overruns too, the next pause is twice as
-//! long (up to `max_pause`); any other outcome closes the breaker. A new version of the
-//! plugin (another sha256) starts with a closed breaker.
+//! long (up to `max_pause`); any other outcome of the probe, or of a call admitted before
+//! the pause that ends after it, closes the breaker. A new version of the plugin (another
+//! sha256) starts with a closed breaker, and calls of the old one no longer count.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, so tests can move it; the same as std's outside paused tests.
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
 
@@ -53,11 +56,15 @@ pub enum Admission {
     Paused(Duration),
 }
 
-/// One admitted call: its concurrency permit, and whether it is the probe of a pause.
+/// One admitted call: its concurrency permit, the version it runs, and whether it is the
+/// probe of a pause. Dropped without [`Pass::finish`] (an error before the call, a
+/// cancelled task), a probe hands its turn to the next caller.
 pub struct Pass {
     gate: Arc<Gate>,
     policy: GatePolicy,
+    sha256: String,
     probe: bool,
+    finished: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -85,14 +92,17 @@ impl Gates {
             Ok(probe) => Admission::Run(Pass {
                 gate,
                 policy: self.policy,
+                sha256: sha256.to_owned(),
                 probe,
+                finished: false,
                 _permit: permit,
             }),
             Err(left) => Admission::Paused(left),
         }
     }
 
-    /// Names of the plugins paused now, with the time left.
+    /// Names of the plugins paused now, with the time left; a pause that has ended and
+    /// waits only for its probe's call is not listed.
     pub fn paused(&self) -> Vec<(String, Duration)> {
         let now = Instant::now();
         let Ok(by_name) = self.by_name.lock() else {
@@ -102,8 +112,8 @@ impl Gates {
             .iter()
             .filter_map(|(name, gate)| {
                 let breaker = gate.breaker.lock().ok()?;
-                let until = breaker.paused_until?;
-                Some((name.clone(), until.saturating_duration_since(now)))
+                let until = breaker.paused_until.filter(|until| *until > now)?;
+                Some((name.clone(), until - now))
             })
             .collect()
     }
@@ -166,11 +176,15 @@ impl Gate {
 impl Pass {
     /// Record how the call ended: `overran` when it exhausted its CPU budget. Returns the
     /// pause that starts now, if this call started one.
-    pub fn finish(self, overran: bool) -> Option<Duration> {
+    pub fn finish(mut self, overran: bool) -> Option<Duration> {
+        self.finished = true;
         let mut breaker = match self.gate.breaker.lock() {
             Ok(breaker) => breaker,
             Err(poisoned) => poisoned.into_inner(),
         };
+        if breaker.sha256 != self.sha256 {
+            return None;
+        }
         if self.probe {
             breaker.probe_running = false;
         }
@@ -193,6 +207,21 @@ impl Pass {
         breaker.paused_until = Some(Instant::now() + pause);
         breaker.last_pause = Some(pause);
         Some(pause)
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        if self.finished || !self.probe {
+            return;
+        }
+        let mut breaker = match self.gate.breaker.lock() {
+            Ok(breaker) => breaker,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if breaker.sha256 == self.sha256 {
+            breaker.probe_running = false;
+        }
     }
 }
 
@@ -234,11 +263,11 @@ mod tests {
         assert_eq!(gates.paused().len(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_failed_probe_doubles_the_pause_and_a_good_one_closes_it() {
         let gates = gates(1);
         assert_eq!(run(&gates, "v1", true).await, Some(FIRST_PAUSE));
-        std::thread::sleep(FIRST_PAUSE);
+        tokio::time::advance(FIRST_PAUSE).await;
         let Admission::Run(probe) = gates.admit("spin", "v1").await else {
             panic!("no probe after the pause");
         };
@@ -251,11 +280,40 @@ mod tests {
             gates.admit("spin", "v1").await,
             Admission::Paused(_)
         ));
+        tokio::time::advance(FIRST_PAUSE * 2).await;
+        assert!(gates.paused().is_empty(), "an ended pause is not listed");
+        assert_eq!(run(&gates, "v1", false).await, None, "the good probe");
+        assert_eq!(run(&gates, "v1", false).await, None, "closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_never_finishes_hands_its_turn_on() {
+        let gates = gates(1);
+        assert_eq!(run(&gates, "v1", true).await, Some(FIRST_PAUSE));
+        tokio::time::advance(FIRST_PAUSE).await;
+        let Admission::Run(probe) = gates.admit("spin", "v1").await else {
+            panic!("no probe after the pause");
+        };
+        drop(probe);
+        assert!(
+            matches!(gates.admit("spin", "v1").await, Admission::Run(_)),
+            "the next caller probes"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_version_starts_closed_and_the_old_ones_calls_no_longer_count() {
+        let gates = gates(1);
+        let Admission::Run(old_call) = gates.admit("spin", "v1").await else {
+            panic!("closed breaker refused a call");
+        };
+        assert_eq!(run(&gates, "v1", true).await, Some(FIRST_PAUSE));
         assert_eq!(
             run(&gates, "v2", false).await,
             None,
             "a new version starts closed"
         );
-        assert!(gates.paused().is_empty());
+        assert_eq!(old_call.finish(true), None, "the old version's overrun");
+        assert!(matches!(gates.admit("spin", "v2").await, Admission::Run(_)));
     }
 }

@@ -1,5 +1,7 @@
 //! Transform plugins: the registry of installed plugins, their hot reload from the plugins
-//! folder, and the async entry point the delivery engine calls.
+//! folder, and the async entry point the delivery engine calls, which admits each call
+//! through its plugin's gate (calls at once per plugin, and the breaker that pauses a plugin
+//! whose calls keep overrunning) and a bound on calls at once across plugins.
 //!
 //! Bundled plugins are compiled into the binary; a `.wasm` component in the plugins folder
 //! is named by its file stem and overrides a bundled plugin of that name. The folder is

@@ -8,6 +8,9 @@
 //! with its store. Plugins get no capabilities: every import they declare (any WASI
 //! interface) is linked to a trap.
 //!
+//! What a call can make the host hold is bounded too: copying its result out of the guest
+//! stops at the output cap (wasmtime's hostcall fuel), however the result's lists alias.
+//!
 //! Calls run on the async workers themselves, on a fiber: every epoch tick the guest yields
 //! back to the executor, so a spinning plugin shares a worker instead of holding it, and a
 //! call costs no thread hop (the blocking pool's hop was twice the call itself).

@@ -62,9 +62,10 @@ fn purge_finished(
 ) -> Result<PurgeCounts, StoreError> {
     let deleted: Vec<(String, String)> = conn
         .prepare_cached(DELETE_FINISHED)?
-        .query_map(params![before_ms, limit as i64], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?
+        .query_map(
+            params![before_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?
         .collect::<Result<_, _>>()?;
     let mut counts = PurgeCounts {
         deliveries: deleted.len() as u64,
@@ -95,7 +96,12 @@ fn purge_empty_events(
     let scanned: Vec<(UnixMillis, String)> = conn
         .prepare_cached(SCAN_EVENTS)?
         .query_map(
-            params![after.created_at, after_id, before_ms, limit as i64],
+            params![
+                after.created_at,
+                after_id,
+                before_ms,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?
         .collect::<Result<_, _>>()?;

@@ -1,13 +1,14 @@
-//! The one normalisation step between the transform plugin and the signer: whatever headers
-//! a plugin returned, the request that leaves has valid, bounded headers in which the
-//! gateway alone decides framing, identity and signatures.
+//! Which headers the gateway owns, and the one normalisation step between the transform
+//! plugin and the signer: whatever headers a plugin returned, the request that leaves has
+//! valid, bounded headers in which the gateway alone decides framing, identity and
+//! signatures. Ingest uses the same list to ignore a destination's own copies of them.
 //!
 //! In: the request after the plugin (or straight from the builder) and the delivery's event
 //! id and type. Out: the same request with its headers rewritten, or the reason it cannot be
-//! sent, which fails the attempt.
+//! sent, which fails the attempt. Pure: `http`'s header grammar only.
 
-use crate::domain::OutgoingRequest;
-use reqwest::header::{HeaderName, HeaderValue};
+use super::OutgoingRequest;
+use http::{HeaderName, HeaderValue};
 
 /// Headers a request may carry before signing; hyper-based receivers refuse more than 100.
 pub const MAX_HEADERS: usize = 64;
@@ -17,7 +18,8 @@ pub const MAX_HEADER_BYTES: usize = 24 * 1024;
 
 /// Set by the HTTP client from the body and the connection; a plugin's value would lie
 /// about the framing (a short `Content-Length` truncates the body the receiver reads, a long
-/// one hangs the request) or reach a proxy hop that does not exist.
+/// one hangs the request, `Expect` waits for an interim answer) or reach a proxy hop that
+/// does not exist.
 const FRAMING_AND_HOP_BY_HOP: &[&str] = &[
     "host",
     "content-length",
@@ -27,6 +29,7 @@ const FRAMING_AND_HOP_BY_HOP: &[&str] = &[
     "trailer",
     "upgrade",
     "keep-alive",
+    "expect",
 ];
 
 /// Added by the signer after this step, from the secret; a plugin's copy would be a forgery.
@@ -102,6 +105,16 @@ pub fn normalise(
     Ok(())
 }
 
+/// Whether the gateway alone sets `name` (any case): framing, hop-by-hop, signature and
+/// event identity headers. A destination's own copies are ignored at ingest, a plugin's are
+/// dropped by [`normalise`].
+pub fn is_gateway_managed(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    is_dropped(&lower)
+        || lower.eq_ignore_ascii_case(EVENT_ID)
+        || lower.eq_ignore_ascii_case(EVENT_TYPE)
+}
+
 fn is_dropped(lower: &str) -> bool {
     FRAMING_AND_HOP_BY_HOP.contains(&lower)
         || lower.starts_with("proxy-")
@@ -111,7 +124,7 @@ fn is_dropped(lower: &str) -> bool {
 
 /// A header name as it appears in an error: a hostile one can be long.
 fn clip(name: &str) -> String {
-    crate::domain::clip_text(name, 64)
+    super::clip_text(name, 64)
 }
 
 #[cfg(test)]
