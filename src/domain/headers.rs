@@ -65,12 +65,9 @@ pub fn normalise(
 ) -> Result<(), HeaderError> {
     let offered = request.headers.len();
     let mut kept: Vec<(String, String)> = Vec::with_capacity(offered.min(16));
+    // On every delivery's path: names are compared in place, never lowercased into copies.
     for (name, value) in std::mem::take(&mut request.headers) {
-        let lower = name.to_ascii_lowercase();
-        if is_dropped(&lower)
-            || lower.eq_ignore_ascii_case(EVENT_ID)
-            || lower.eq_ignore_ascii_case(EVENT_TYPE)
-        {
+        if is_gateway_managed(&name) {
             continue;
         }
         if HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -79,8 +76,8 @@ pub fn normalise(
         if HeaderValue::from_str(&value).is_err() {
             return Err(HeaderError::InvalidValue { name: clip(&name) });
         }
-        if SINGLE_VALUED.contains(&lower.as_str()) {
-            kept.retain(|(existing, _)| !existing.eq_ignore_ascii_case(&lower));
+        if one_of(&name, SINGLE_VALUED) {
+            kept.retain(|(existing, _)| !existing.eq_ignore_ascii_case(&name));
         }
         kept.push((name, value));
         // Checked as the list grows so a plugin's ten thousand headers cost no more than
@@ -109,17 +106,23 @@ pub fn normalise(
 /// event identity headers. A destination's own copies are ignored at ingest, a plugin's are
 /// dropped by [`normalise`].
 pub fn is_gateway_managed(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    is_dropped(&lower)
-        || lower.eq_ignore_ascii_case(EVENT_ID)
-        || lower.eq_ignore_ascii_case(EVENT_TYPE)
+    one_of(name, FRAMING_AND_HOP_BY_HOP)
+        || starts_with_ignoring_case(name, "proxy-")
+        || one_of(name, SIGNER_OWNED)
+        || starts_with_ignoring_case(name, SIGNER_OWNED_PREFIX)
+        || name.eq_ignore_ascii_case(EVENT_ID)
+        || name.eq_ignore_ascii_case(EVENT_TYPE)
 }
 
-fn is_dropped(lower: &str) -> bool {
-    FRAMING_AND_HOP_BY_HOP.contains(&lower)
-        || lower.starts_with("proxy-")
-        || SIGNER_OWNED.contains(&lower)
-        || lower.starts_with(SIGNER_OWNED_PREFIX)
+fn one_of(name: &str, lowercase_names: &[&str]) -> bool {
+    lowercase_names
+        .iter()
+        .any(|listed| name.eq_ignore_ascii_case(listed))
+}
+
+fn starts_with_ignoring_case(name: &str, lowercase_prefix: &str) -> bool {
+    name.get(..lowercase_prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(lowercase_prefix))
 }
 
 /// A header name as it appears in an error: a hostile one can be long.
