@@ -86,7 +86,7 @@ impl App {
         let queue_cap = Arc::new(QueueCap::new(config.limits.max_queued));
         if queue_cap.enabled() {
             queue_cap
-                .recount(&store)
+                .count(&store)
                 .await
                 .context("counting the delivery queue")?;
         }

@@ -88,8 +88,9 @@ pub struct LimitsConfig {
     pub max_batch_events: usize,
     /// Deliveries queued or in flight past which ingest answers 429 with `Retry-After`
     /// instead of letting the backlog grow without bound; 0 for no cap. Counted every
-    /// second and kept current from this node's own ingest in between, so other
-    /// nodes' ingest can overshoot it by what they accept in that time.
+    /// second near the cap (every 10 s below a quarter of it) and kept current from this
+    /// node's own ingest in between, so other nodes' ingest can overshoot it by what they
+    /// accept in that time.
     pub max_queued: u64,
 }
 

@@ -66,12 +66,12 @@ pub enum IngestError {
 }
 
 /// The cap on deliveries queued or in flight (`limits.max_queued`). Counting the queue on
-/// every request would cost a scan per ingest, so the store is counted every
-/// [`QueueCap::RECOUNT_EVERY`] and this node's own ingest is added on top: requests reserve
+/// every request would cost a scan per ingest, so the store is counted now and then (see
+/// [`QueueCap::recount`]) and this node's own ingest is added on top: requests reserve
 /// their deliveries before they commit (so concurrent requests cannot all pass against the
 /// same count) and what they committed stays added until the next count. The estimate errs
-/// high, never low, for this node's own ingest; other nodes' accepts of the last second are
-/// not in it.
+/// high, never low, for this node's own ingest; other nodes' accepts since the last count
+/// are not in it.
 pub struct QueueCap {
     max: u64,
     counted: AtomicU64,
@@ -79,10 +79,12 @@ pub struct QueueCap {
     pending: AtomicU64,
     /// Deliveries committed since the last count started.
     committed_since_count: AtomicU64,
+    last_count: std::sync::Mutex<std::time::Instant>,
 }
 
 impl QueueCap {
     pub const RECOUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+    pub const RECOUNT_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
     /// `max` 0 means no cap.
     pub fn new(max: u64) -> Self {
@@ -91,6 +93,7 @@ impl QueueCap {
             counted: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             committed_since_count: AtomicU64::new(0),
+            last_count: std::sync::Mutex::new(std::time::Instant::now()),
         }
     }
 
@@ -139,10 +142,32 @@ impl QueueCap {
         saturating_sub(&self.pending, reserved);
     }
 
-    /// Count the store's queue again. What was committed before the count started is in it;
+    /// Count the store's queue again if it is due: every [`QueueCap::RECOUNT_EVERY`] once
+    /// the estimate passes a quarter of the cap, every [`QueueCap::RECOUNT_IDLE`] below it
+    /// (the count scans every queued row, and a low estimate, which only errs high, needs
+    /// one only for what other nodes queued).
+    pub(crate) async fn recount(&self, store: &Store) -> Result<(), StoreError> {
+        let estimate = self
+            .counted
+            .load(Ordering::Acquire)
+            .saturating_add(self.committed_since_count.load(Ordering::Acquire));
+        let since = self
+            .last_count
+            .lock()
+            .map_or(Self::RECOUNT_IDLE, |at| at.elapsed());
+        if estimate < self.max / 4 && since < Self::RECOUNT_IDLE {
+            return Ok(());
+        }
+        self.count(store).await
+    }
+
+    /// Count the store's queue now. What was committed before the count started is in it;
     /// what commits while it runs stays added on top until the next count (counted twice,
     /// briefly: the estimate errs high).
-    pub(crate) async fn recount(&self, store: &Store) -> Result<(), StoreError> {
+    pub(crate) async fn count(&self, store: &Store) -> Result<(), StoreError> {
+        if let Ok(mut at) = self.last_count.lock() {
+            *at = std::time::Instant::now();
+        }
         let before = self.committed_since_count.load(Ordering::Acquire);
         let depth = store.queue_depth().await?;
         self.counted.store(depth, Ordering::Release);
