@@ -1,5 +1,6 @@
 //! Isolation between destinations: a black-holed receiver (accepts, never answers) holds
-//! only its own per-destination slots; a healthy receiver's deliveries keep their latency.
+//! only its own per-destination slots; a healthy receiver's deliveries keep their latency
+//! and are still handed over at ingest while the black hole's backlog waits.
 
 mod common;
 
@@ -52,5 +53,64 @@ async fn a_black_holed_destination_does_not_slow_a_healthy_one() {
         black_hole.count(),
         4,
         "only max_in_flight_per_destination requests to the black hole"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_destinations_backlog_does_not_stop_hand_over_to_others() {
+    let app = spawn_app_with(|config| {
+        config.delivery.max_in_flight = 16;
+        config.delivery.max_in_flight_per_destination = 2;
+    })
+    .await;
+    let black_hole = Receiver::start().await;
+    black_hole.always(Answer::status(200).delay(Duration::from_secs(3600)));
+    let healthy = Receiver::start().await;
+
+    // Two in flight, more held in memory and queued behind them: due work for the black
+    // hole, which its own new deliveries must not overtake.
+    let stuck: Vec<_> = (0..8)
+        .map(|n| json!({"event_type": "parse.success", "data": {"n": n}, "webhook_configurations": [{"webhook_url": black_hole.url("/void")}]}))
+        .collect();
+    let (status, _) = app
+        .post("/api/v1/events/batch", &json!({"events": stuck}))
+        .await;
+    assert_eq!(status, 202);
+    black_hole.wait_for(2, Duration::from_secs(10)).await;
+    // Let the dispatcher claim what it can of the backlog and record what it left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, queued) = app.get("/api/v1/deliveries?status=queued").await;
+        if queued["items"].as_array().unwrap().len() <= 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the backlog was never claimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let handed_off = app.metric("hookgate_deliveries_handed_off_total").await;
+    for n in 0..20 {
+        app.ingest(event_to(
+            "parse.success",
+            json!({"webhook_url": healthy.url(&format!("/ok/{n}"))}),
+        ))
+        .await;
+    }
+    healthy.wait_for(20, Duration::from_secs(10)).await;
+    let healthy_handed_off = app.metric("hookgate_deliveries_handed_off_total").await - handed_off;
+    assert!(
+        healthy_handed_off >= 18.0,
+        "only {healthy_handed_off} of 20 healthy deliveries were handed over"
+    );
+    // The black hole's own new delivery still queues behind its backlog.
+    let accepted = app
+        .ingest(event_to(
+            "parse.success",
+            json!({"webhook_url": black_hole.url("/void")}),
+        ))
+        .await;
+    assert_eq!(
+        app.delivery(&delivery_id(&accepted, 0)).await["status"],
+        "queued"
     );
 }

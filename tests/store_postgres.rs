@@ -13,8 +13,8 @@ use hookgate::domain::{
     LeaseToken, OutputFormat, RetryOverride, now_millis,
 };
 use hookgate::store::{
-    AttemptOutcome, ClaimBatch, ClaimBudget, ClaimedDelivery, Lease, NewDelivery, NewEvent,
-    PgSettings, PgStore, SavedConfig, Store,
+    AttemptOutcome, ClaimBatch, ClaimBudget, ClaimedDelivery, DueLeft, Lease, NewDelivery,
+    NewEvent, PgSettings, PgStore, SavedConfig, Store,
 };
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
@@ -126,6 +126,7 @@ fn budget(per_destination: usize) -> ClaimBudget {
         in_flight: HashMap::new(),
         per_destination,
         scan_rows: 10_000,
+        ..ClaimBudget::default()
     }
 }
 
@@ -587,6 +588,7 @@ async fn a_claim_honours_the_per_destination_budget() {
         in_flight: HashMap::from([("busy.test".to_owned(), 2)]),
         per_destination: 3,
         scan_rows: 100,
+        ..ClaimBudget::default()
     };
     let batch = store.claim_due(100, 60_000, busy).await.unwrap();
     let mut per_host: HashMap<String, usize> = HashMap::new();
@@ -597,8 +599,18 @@ async fn a_claim_honours_the_per_destination_budget() {
     }
     assert_eq!(per_host.get("busy.test"), Some(&1));
     assert_eq!(per_host.get("idle.test"), Some(&3));
+    // Every due row was seen: what is left is the full destinations' alone.
+    assert_eq!(
+        batch.due_left,
+        DueLeft::Held(["busy.test".to_owned(), "idle.test".to_owned()].into())
+    );
     // The limit caps the claim across destinations.
     let batch = store.claim_due(2, 60_000, budget(10)).await.unwrap();
+    assert_eq!(
+        batch.due_left,
+        DueLeft::Unknown,
+        "the claim stopped at its limit"
+    );
     assert_eq!(batch.deliveries.len(), 2);
     assert_eq!(store.queue_depth().await.unwrap(), 20);
     store.close();

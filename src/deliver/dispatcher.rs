@@ -15,10 +15,9 @@
 
 use super::Engine;
 use crate::domain::{DeliveryId, LeaseToken};
-use crate::store::{ClaimBudget, ClaimedDelivery};
+use crate::store::{ClaimBudget, ClaimedDelivery, DueLeft};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -160,14 +159,15 @@ impl Dispatcher {
             in_flight: held,
             per_destination: held_limit,
             scan_rows: if deep { DEEP_SCAN_ROWS } else { limit * 2 },
+            refused: Default::default(),
         };
         let claim_started = crate::domain::now_millis();
         self.last_claim = Some(Instant::now());
-        // Ingest may queue more while this claim runs; it sets the flag again then.
-        // Held deliveries are older than anything ingest could hand over now.
-        if self.ready.total == 0 {
-            engine.store_has_due.store(false, Ordering::Release);
-        }
+        // Ingest may queue more while this claim runs; it marks that again then. What the
+        // claim leaves due is marked after it. Held deliveries are older than anything
+        // ingest could hand over now.
+        engine.due.clear();
+        engine.due.mark(self.ready.queues.keys());
         let batch = match engine
             .context
             .store
@@ -179,7 +179,7 @@ impl Dispatcher {
                 batch
             }
             Err(error) => {
-                engine.store_has_due.store(true, Ordering::Release);
+                engine.due.mark_unknown();
                 self.store_failures += 1;
                 tracing::error!(%error, "claiming deliveries failed");
                 return Stepped::StoreFailed(Duration::from_millis(
@@ -209,11 +209,12 @@ impl Dispatcher {
                 }
             }
         }
-        let left_due =
-            claimed == limit || batch.next_due_at.is_some_and(|due| due <= claim_started);
-        if left_due || self.ready.total > 0 {
-            engine.store_has_due.store(true, Ordering::Release);
+        match &batch.due_left {
+            DueLeft::Unknown => engine.due.mark_unknown(),
+            DueLeft::Held(destinations) => engine.due.mark(destinations),
+            DueLeft::Nothing => {}
         }
+        engine.due.mark(self.ready.queues.keys());
         if claimed == limit {
             self.last_claim = None; // more may be due right now
             return Stepped::Claimed {

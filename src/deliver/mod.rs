@@ -17,6 +17,7 @@
 mod attempt;
 pub mod client;
 mod dispatcher;
+mod due;
 pub mod request;
 pub mod retry;
 pub mod sign;
@@ -63,9 +64,10 @@ pub struct Engine {
     /// for a slot. The renewal task extends them; shutdown hands back what is left.
     leases: Mutex<HashMap<DeliveryId, LeaseToken>>,
     tasks: TaskTracker,
-    /// Set while the store may hold due deliveries the dispatcher has not claimed yet. Ingest
-    /// hands nothing over then, so new events do not overtake older ones or retries.
-    store_has_due: AtomicBool,
+    /// Due deliveries the dispatcher has not claimed yet, by destination. Ingest hands over
+    /// nothing to those destinations then, so new events do not overtake older ones or
+    /// retries.
+    due: due::DueWork,
 }
 
 /// The right to run one delivery now: a global permit and one of its destination's slots.
@@ -97,7 +99,10 @@ impl Drop for Slot {
 #[derive(Default)]
 pub struct Handover {
     events: Vec<EventHandover>,
-    stored_queued: bool,
+    /// Destinations of the deliveries stored queued.
+    queued: Vec<String>,
+    /// Deliveries were queued whose destinations are not known here.
+    requeued: bool,
 }
 
 #[derive(Default)]
@@ -110,8 +115,8 @@ impl Handover {
     /// but the dispatcher must look.
     pub fn requeued() -> Self {
         Handover {
-            events: Vec::new(),
-            stored_queued: true,
+            requeued: true,
+            ..Handover::default()
         }
     }
 }
@@ -131,8 +136,7 @@ impl Engine {
             in_flight: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
-            // Until the first claim has looked, assume a previous run left work behind.
-            store_has_due: AtomicBool::new(true),
+            due: due::DueWork::new(),
         })
     }
 
@@ -256,7 +260,7 @@ impl Engine {
             for delivery in &mut event.deliveries {
                 let key = delivery.destination.concurrency_key();
                 let Some(slot) = self.slot_for_handoff(&key) else {
-                    handover.stored_queued = true;
+                    handover.queued.push(key);
                     continue;
                 };
                 let lease = lease.get_or_insert_with(|| Lease {
@@ -303,8 +307,11 @@ impl Engine {
             .metrics
             .deliveries_handed_off
             .inc_by(started as u64);
-        if handover.stored_queued {
-            self.store_has_due.store(true, Ordering::Release);
+        if handover.requeued {
+            self.due.mark_unknown();
+        }
+        if handover.requeued || !handover.queued.is_empty() {
+            self.due.mark(&handover.queued);
             self.wake.notify_one();
         }
     }
@@ -312,7 +319,7 @@ impl Engine {
     /// A slot for a delivery ingest wants to hand over, if its destination has room and
     /// nothing older is waiting in the store. `None` means: store it queued.
     fn slot_for_handoff(self: &Arc<Self>, key: &str) -> Option<Slot> {
-        if self.tasks.is_closed() || self.store_has_due.load(Ordering::Acquire) {
+        if self.tasks.is_closed() || self.due.blocks(key) {
             return None;
         }
         self.slot(key)
@@ -391,7 +398,7 @@ impl Engine {
             };
             // A retry or a lease falls due now: ingest must not overtake it.
             if !woke {
-                self.store_has_due.store(true, Ordering::Release);
+                self.due.mark_unknown();
             }
         }
         dispatcher.release_waiting().await;

@@ -150,6 +150,8 @@ pub struct ClaimBudget {
     pub per_destination: usize,
     /// Due deliveries to look through, oldest first.
     pub scan_rows: usize,
+    /// Destinations whose due rows were passed over for want of room (filled by `admit`).
+    pub refused: std::collections::HashSet<String>,
 }
 
 impl ClaimBudget {
@@ -163,11 +165,40 @@ impl ClaimBudget {
             None => self.in_flight.entry(dest_key.to_owned()).or_default(),
         };
         if *held >= self.per_destination {
+            if !self.refused.contains(dest_key) {
+                self.refused.insert(dest_key.to_owned());
+            }
             return false;
         }
         *held += 1;
         true
     }
+
+    /// What the claim leaves due in the store, once it has looked at `scanned` due rows and
+    /// chosen `chosen` of at most `limit`: only the refused destinations' rows when it saw
+    /// every due row, or it cannot tell.
+    pub fn due_left(self, scanned: usize, chosen: usize, limit: usize) -> DueLeft {
+        if chosen >= limit || scanned >= self.scan_rows {
+            DueLeft::Unknown
+        } else if self.refused.is_empty() {
+            DueLeft::Nothing
+        } else {
+            DueLeft::Held(self.refused)
+        }
+    }
+}
+
+/// The due work a claim left in the store, for ingest's hand-over: new deliveries must not
+/// overtake due ones of their destination.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum DueLeft {
+    /// Nothing due is left.
+    Nothing,
+    /// Only rows of these destinations, passed over because they are full.
+    Held(std::collections::HashSet<String>),
+    /// The claim stopped before it saw every due row.
+    #[default]
+    Unknown,
 }
 
 #[derive(Debug, Default)]
@@ -175,6 +206,7 @@ pub struct ClaimBatch {
     pub deliveries: Vec<ClaimedDelivery>,
     /// The earliest due time of what is left queued, so the dispatcher can sleep until then.
     pub next_due_at: Option<UnixMillis>,
+    pub due_left: DueLeft,
 }
 
 /// What an attempt leads to.

@@ -173,6 +173,19 @@ impl TestApp {
         body
     }
 
+    /// The value of the unlabelled metric `name` (e.g. `hookgate_deliveries_handed_off_total`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (status, text) = self.get("/metrics").await;
+        assert_eq!(status, 200);
+        let text = text.as_str().expect("metrics are text").to_owned();
+        text.lines()
+            .find_map(|line| {
+                let (metric, value) = line.split_once(' ')?;
+                (metric == name).then(|| value.trim().parse::<f64>().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+    }
+
     pub async fn delivery(&self, delivery_id: &str) -> Value {
         let (status, body) = self.get(&format!("/api/v1/deliveries/{delivery_id}")).await;
         assert_eq!(status, 200, "{body}");

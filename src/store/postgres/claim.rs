@@ -12,7 +12,7 @@
 
 use super::{PgStore, RELAXED_COMMIT, stored_count};
 use crate::domain::{DeliveryId, Destination, EventId, LeaseToken, UnixMillis, now_millis};
-use crate::store::{ClaimBatch, ClaimBudget, ClaimedDelivery, StoreError};
+use crate::store::{ClaimBatch, ClaimBudget, ClaimedDelivery, DueLeft, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_postgres::Row;
@@ -67,7 +67,7 @@ impl PgStore {
         let due = transaction
             .query(&scan, &[&now, &(budget.scan_rows as i64)])
             .await?;
-        let chosen = choose(&due, limit, budget)?;
+        let (chosen, due_left) = choose(&due, limit, budget)?;
         let mut taken = Vec::with_capacity(chosen.len());
         if !chosen.is_empty() {
             let take = transaction.prepare_cached(TAKE).await?;
@@ -156,21 +156,29 @@ impl PgStore {
         Ok(ClaimBatch {
             deliveries,
             next_due_at,
+            due_left,
         })
     }
 }
 
 /// Pick from the oldest due rows, taking only as many per destination as it has room for,
 /// so nothing is claimed just to be handed back; exactly the SQLite claim's rule.
-fn choose(due: &[Row], limit: usize, mut budget: ClaimBudget) -> Result<Vec<i64>, StoreError> {
+fn choose(
+    due: &[Row],
+    limit: usize,
+    mut budget: ClaimBudget,
+) -> Result<(Vec<i64>, DueLeft), StoreError> {
     let mut chosen = Vec::with_capacity(limit.min(due.len()));
+    let mut scanned = 0;
     for row in due {
         if chosen.len() >= limit {
             break;
         }
+        scanned += 1;
         if budget.admit(row.try_get(1)?) {
             chosen.push(row.try_get::<_, i64>(0)?);
         }
     }
-    Ok(chosen)
+    let due_left = budget.due_left(scanned, chosen.len(), limit);
+    Ok((chosen, due_left))
 }

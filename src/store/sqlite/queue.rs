@@ -6,7 +6,7 @@ use crate::domain::{
 };
 use crate::store::{
     AttemptOutcome, ClaimBatch, ClaimBudget, ClaimedDelivery, DeliverySummary, DeliveryView,
-    EnqueueOutcome, EventView, NewEvent, Page, StoreError,
+    DueLeft, EnqueueOutcome, EventView, NewEvent, Page, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::sync::Arc;
@@ -68,7 +68,7 @@ impl SqliteStore {
         lease_ms: i64,
         budget: ClaimBudget,
     ) -> Result<ClaimBatch, StoreError> {
-        let (rows, next_due_at) = self
+        let (rows, next_due_at, due_left) = self
             .write_relaxed(move |conn| claim(conn, limit, lease_ms, budget))
             .await?;
         let mut deliveries = Vec::with_capacity(rows.len());
@@ -116,6 +116,7 @@ impl SqliteStore {
         Ok(ClaimBatch {
             deliveries,
             next_due_at,
+            due_left,
         })
     }
 
@@ -461,7 +462,7 @@ fn claim(
     limit: usize,
     lease_ms: i64,
     mut budget: ClaimBudget,
-) -> Result<(Vec<ClaimedRow>, Option<UnixMillis>), StoreError> {
+) -> Result<(Vec<ClaimedRow>, Option<UnixMillis>, DueLeft), StoreError> {
     let now = now_millis();
     let lease_token = uuid::Uuid::new_v4().to_string();
     // Pick from the oldest due rows, taking only as many per destination as it has room
@@ -471,22 +472,28 @@ fn claim(
     // others' due work behind their backlog. Choosing here rather than in SQL (a window
     // function ranking per destination) spares a sort and a JSON parse per claim.
     let mut chosen = Vec::with_capacity(limit);
+    let mut scanned = 0;
     {
         let mut due = conn.prepare_cached(
             "SELECT seq, dest_key FROM deliveries INDEXED BY deliveries_due \
              WHERE status IN ('queued', 'in_flight') AND due_at <= ?1 \
              ORDER BY due_at LIMIT ?2",
         )?;
-        let mut rows = due.query(params![now, budget.scan_rows as i64])?;
+        let mut rows = due.query(params![
+            now,
+            i64::try_from(budget.scan_rows).unwrap_or(i64::MAX)
+        ])?;
         while chosen.len() < limit
             && let Some(row) = rows.next()?
         {
+            scanned += 1;
             let dest_key = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
             if budget.admit(dest_key) {
                 chosen.push(row.get::<_, i64>(0)?);
             }
         }
     }
+    let due_left = budget.due_left(scanned, chosen.len(), limit);
     let mut take = conn.prepare_cached(
         "UPDATE deliveries SET status = 'in_flight', lease_token = ?1, due_at = ?2 \
          WHERE seq = ?3 RETURNING id, event_id, destination, attempts, budget_start",
@@ -556,7 +563,7 @@ fn claim(
         )?
         .query_row([], |row| row.get::<_, UnixMillis>(0))
         .optional()?;
-    Ok((deliveries, next_due_at))
+    Ok((deliveries, next_due_at, due_left))
 }
 
 fn delivery_view(row: &Row<'_>) -> rusqlite::Result<DeliveryView> {
