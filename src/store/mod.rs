@@ -328,13 +328,14 @@ impl std::ops::AddAssign for PurgeCounts {
     }
 }
 
-/// A position in the events ordered by acceptance time: after `(created_at, id)`, or from
-/// the first event when `id` is `None`. Each store orders ids its own way; a cursor is only
-/// meaningful to the store that returned it.
+/// A position in the events ordered by acceptance: after `(created_at, id)` (PostgreSQL)
+/// or after the row `position` (SQLite's rowids, which follow acceptance), or from the first
+/// event when `id` is `None`. A cursor is only meaningful to the store that returned it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventCursor {
     pub created_at: UnixMillis,
     pub id: Option<EventId>,
+    pub position: i64,
 }
 
 /// One batch of the scan for events without deliveries.

@@ -64,13 +64,10 @@ DROP INDEX IF EXISTS deliveries_status;
 CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries(status, seq)
     WHERE status IN ('succeeded', 'failed', 'skipped');
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
--- Retention: finished deliveries by when they finished (`updated_at`, which nothing changes
--- after the last attempt's record but a redelivery, which queues the row again), and events
--- by when they were accepted, for those that never had a delivery. Both are appended to at
--- their newest end.
-CREATE INDEX IF NOT EXISTS deliveries_retention ON deliveries(updated_at)
-    WHERE status IN ('succeeded', 'failed', 'skipped');
-CREATE INDEX IF NOT EXISTS events_created ON events(created_at, id);
+-- Retention walks `deliveries_finished` and the events' rowids (see retention.rs); the
+-- indexes of its own that an earlier build made cost a B-tree write per delivery each.
+DROP INDEX IF EXISTS deliveries_retention;
+DROP INDEX IF EXISTS events_created;
 CREATE TABLE IF NOT EXISTS attempts (
     delivery_id     TEXT NOT NULL,
     number          INTEGER NOT NULL,
