@@ -83,7 +83,10 @@ impl App {
         node.beat()
             .await
             .context("registering this node in the store")?;
-        let queue_cap = Arc::new(QueueCap::new(config.limits.max_queued));
+        let queue_cap = Arc::new(QueueCap::new(
+            config.limits.max_queued,
+            matches!(store, Store::Postgres(_)),
+        ));
         if queue_cap.enabled() {
             queue_cap
                 .count(&store)
@@ -191,9 +194,9 @@ async fn recount_queue(state: Arc<ApiState>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(QueueCap::RECOUNT_EVERY) => {}
+            _ = tokio::time::sleep(QueueCap::COUNT_EVERY_NEAR_CAP) => {}
         }
-        if let Err(error) = state.ingest.queue_cap.recount(&state.store).await {
+        if let Err(error) = state.ingest.queue_cap.count_if_due(&state.store).await {
             tracing::warn!(%error, "counting the delivery queue failed");
         }
     }

@@ -88,9 +88,9 @@ pub struct LimitsConfig {
     pub max_batch_events: usize,
     /// Deliveries queued or in flight past which ingest answers 429 with `Retry-After`
     /// instead of letting the backlog grow without bound; 0 for no cap. Counted every
-    /// second near the cap (every 10 s below a quarter of it) and kept current from this
+    /// second (on SQLite every 10 s while below a quarter of it) and kept current from this
     /// node's own ingest in between, so other nodes' ingest can overshoot it by what they
-    /// accept in that time.
+    /// accept in that second.
     pub max_queued: u64,
 }
 

@@ -67,7 +67,7 @@ pub enum IngestError {
 
 /// The cap on deliveries queued or in flight (`limits.max_queued`). Counting the queue on
 /// every request would cost a scan per ingest, so the store is counted now and then (see
-/// [`QueueCap::recount`]) and this node's own ingest is added on top: requests reserve
+/// [`QueueCap::count_if_due`]) and this node's own ingest is added on top: requests reserve
 /// their deliveries before they commit (so concurrent requests cannot all pass against the
 /// same count) and what they committed stays added until the next count. The estimate errs
 /// high, never low, for this node's own ingest; other nodes' accepts since the last count
@@ -79,21 +79,26 @@ pub struct QueueCap {
     pending: AtomicU64,
     /// Deliveries committed since the last count started.
     committed_since_count: AtomicU64,
+    /// When the last count succeeded.
     last_count: std::sync::Mutex<std::time::Instant>,
+    /// Other nodes queue into the same store (PostgreSQL): count every time, since this
+    /// node's own estimate does not see their work.
+    shared_store: bool,
 }
 
 impl QueueCap {
-    pub const RECOUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-    pub const RECOUNT_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+    pub const COUNT_EVERY_NEAR_CAP: std::time::Duration = std::time::Duration::from_secs(1);
+    pub const COUNT_EVERY_FAR_FROM_CAP: std::time::Duration = std::time::Duration::from_secs(10);
 
-    /// `max` 0 means no cap.
-    pub fn new(max: u64) -> Self {
+    /// `max` 0 means no cap; `shared_store` when other nodes may queue into the store.
+    pub fn new(max: u64, shared_store: bool) -> Self {
         QueueCap {
             max,
             counted: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             committed_since_count: AtomicU64::new(0),
             last_count: std::sync::Mutex::new(std::time::Instant::now()),
+            shared_store,
         }
     }
 
@@ -142,11 +147,12 @@ impl QueueCap {
         saturating_sub(&self.pending, reserved);
     }
 
-    /// Count the store's queue again if it is due: every [`QueueCap::RECOUNT_EVERY`] once
-    /// the estimate passes a quarter of the cap, every [`QueueCap::RECOUNT_IDLE`] below it
-    /// (the count scans every queued row, and a low estimate, which only errs high, needs
-    /// one only for what other nodes queued).
-    pub(crate) async fn recount(&self, store: &Store) -> Result<(), StoreError> {
+    /// Count the store's queue if it is due: every time this is called (each
+    /// [`QueueCap::COUNT_EVERY_NEAR_CAP`]) once this node's estimate passes a quarter of the
+    /// cap or when other nodes share the store, every
+    /// [`QueueCap::COUNT_EVERY_FAR_FROM_CAP`] otherwise: the count scans every queued row,
+    /// and a low estimate, which only errs high, needs none sooner.
+    pub(crate) async fn count_if_due(&self, store: &Store) -> Result<(), StoreError> {
         let estimate = self
             .counted
             .load(Ordering::Acquire)
@@ -154,8 +160,8 @@ impl QueueCap {
         let since = self
             .last_count
             .lock()
-            .map_or(Self::RECOUNT_IDLE, |at| at.elapsed());
-        if estimate < self.max / 4 && since < Self::RECOUNT_IDLE {
+            .map_or(Self::COUNT_EVERY_FAR_FROM_CAP, |at| at.elapsed());
+        if !self.shared_store && estimate < self.max / 4 && since < Self::COUNT_EVERY_FAR_FROM_CAP {
             return Ok(());
         }
         self.count(store).await
@@ -165,11 +171,11 @@ impl QueueCap {
     /// what commits while it runs stays added on top until the next count (counted twice,
     /// briefly: the estimate errs high).
     pub(crate) async fn count(&self, store: &Store) -> Result<(), StoreError> {
+        let before = self.committed_since_count.load(Ordering::Acquire);
+        let depth = store.queue_depth().await?;
         if let Ok(mut at) = self.last_count.lock() {
             *at = std::time::Instant::now();
         }
-        let before = self.committed_since_count.load(Ordering::Acquire);
-        let depth = store.queue_depth().await?;
         self.counted.store(depth, Ordering::Release);
         saturating_sub(&self.committed_since_count, before);
         Ok(())

@@ -163,11 +163,9 @@ impl Dispatcher {
         };
         let claim_started = crate::domain::now_millis();
         self.last_claim = Some(Instant::now());
-        // Ingest may queue more while this claim runs; it marks that again then. What the
-        // claim leaves due is marked after it. Held deliveries are older than anything
-        // ingest could hand over now.
-        engine.due.clear();
-        engine.due.mark(self.ready.queues.keys());
+        // What the claim finds left due replaces what is marked now, once it returns; until
+        // then the marks stay, and what ingest marks meanwhile is kept.
+        engine.due.begin_claim();
         let batch = match engine
             .context
             .store
@@ -209,12 +207,14 @@ impl Dispatcher {
                 }
             }
         }
+        // Held deliveries, and those just handed back to the cluster, are older than anything
+        // ingest could hand over now.
+        let held = self.ready.queues.keys().chain(self.handed_back.keys());
         match &batch.due_left {
-            DueLeft::Unknown => engine.due.mark_unknown(),
-            DueLeft::Held(destinations) => engine.due.mark(destinations),
-            DueLeft::Nothing => {}
+            DueLeft::Unknown => engine.due.finish_claim(true, held),
+            DueLeft::Held(destinations) => engine.due.finish_claim(false, held.chain(destinations)),
+            DueLeft::Nothing => engine.due.finish_claim(false, held),
         }
-        engine.due.mark(self.ready.queues.keys());
         if claimed == limit {
             self.last_claim = None; // more may be due right now
             return Stepped::Claimed {

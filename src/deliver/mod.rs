@@ -4,7 +4,8 @@
 //!
 //! Deliveries reach it two ways, both through the store. Ingest asks [`Engine::reserve`]
 //! before it commits: a fresh delivery whose destination has a free slot, while nothing
-//! older is waiting in the store, is written already leased to this process, and
+//! older of that destination is due in the store (see `due`), is written already leased to
+//! this process, and
 //! [`Engine::committed`] starts it once the commit is done, so no claim ever reads it back.
 //! Everything else (retries, deliveries that found their destination full, redeliveries,
 //! work left by a previous run) is claimed from the store by the [`Dispatcher`].
@@ -93,7 +94,8 @@ impl Drop for Slot {
 }
 
 /// What [`Engine::reserve`] set aside for a batch of events about to be committed: per
-/// event, the deliveries to start with their slots, and whether any were stored queued.
+/// event, the deliveries to start with their slots, and the destinations of those stored
+/// queued.
 /// Give it back to [`Engine::committed`] once the commit is done; dropped instead, its slots
 /// free and the leased deliveries are claimed again when their lease ends.
 #[derive(Default)]
@@ -250,7 +252,7 @@ impl Engine {
     }
 
     /// Before `events` are committed: lease every delivery whose destination has a free slot
-    /// (so it is stored in flight) while nothing older waits in the store.
+    /// (so it is stored in flight) while nothing older of that destination is due.
     pub fn reserve(self: &Arc<Self>, events: &mut [NewEvent]) -> Handover {
         let mut lease: Option<Lease> = None;
         let mut handover = Handover::default();
@@ -317,7 +319,7 @@ impl Engine {
     }
 
     /// A slot for a delivery ingest wants to hand over, if its destination has room and
-    /// nothing older is waiting in the store. `None` means: store it queued.
+    /// nothing older of it is due. `None` means: store it queued.
     fn slot_for_handoff(self: &Arc<Self>, key: &str) -> Option<Slot> {
         if self.tasks.is_closed() || self.due.blocks(key) {
             return None;

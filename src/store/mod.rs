@@ -328,14 +328,15 @@ impl std::ops::AddAssign for PurgeCounts {
     }
 }
 
-/// A position in the events ordered by acceptance: after `(created_at, id)` (PostgreSQL)
-/// or after the row `position` (SQLite's rowids, which follow acceptance), or from the first
-/// event when `id` is `None`. A cursor is only meaningful to the store that returned it.
+/// A position in the events ordered by acceptance: after `(created_at, id)` on PostgreSQL
+/// (from the first event when `id` is `None`), after `rowid` on SQLite (whose rowids follow
+/// acceptance; 0 is before the first). The default starts at the first event on both; a
+/// cursor is only meaningful to the store that returned it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventCursor {
     pub created_at: UnixMillis,
     pub id: Option<EventId>,
-    pub position: i64,
+    pub rowid: i64,
 }
 
 /// One batch of the scan for events without deliveries.

@@ -86,6 +86,13 @@ impl PgStore {
                 });
             }
         }
+        // A chosen row another claim holds, or took and gave back, may still be due, and its
+        // destination is not among the refused.
+        let due_left = if taken.len() < chosen.len() {
+            DueLeft::Unknown
+        } else {
+            due_left
+        };
         // Oldest first, as chosen; RETURNING follows no order.
         let position: HashMap<i64, usize> = chosen
             .iter()

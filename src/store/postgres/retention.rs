@@ -111,7 +111,7 @@ impl PgStore {
             Some((created_at, id)) => EventCursor {
                 created_at,
                 id: Some(EventId::from(id.to_string())),
-                position: 0,
+                rowid: 0,
             },
             None => after,
         };

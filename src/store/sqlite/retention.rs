@@ -21,7 +21,9 @@ use rusqlite::{Connection, params};
 /// order; the `IN` list repeats the partial index's condition word for word, which SQLite
 /// needs to use it.
 const FINISHED: [&str; 3] = ["succeeded", "failed", "skipped"];
-const FINISHED_OLDEST: &str = "SELECT seq, created_at, updated_at      FROM deliveries INDEXED BY deliveries_finished      WHERE status IN ('succeeded', 'failed', 'skipped') AND status = ?1 ORDER BY seq";
+const FINISHED_OLDEST: &str = "SELECT seq, created_at, updated_at \
+     FROM deliveries INDEXED BY deliveries_finished \
+     WHERE status IN ('succeeded', 'failed', 'skipped') AND status = ?1 ORDER BY seq";
 
 const DELETE_DELIVERY: &str = "DELETE FROM deliveries WHERE seq = ?1 RETURNING id, event_id";
 
@@ -62,6 +64,7 @@ fn purge_finished(
     before_ms: UnixMillis,
     limit: usize,
 ) -> Result<PurgeCounts, StoreError> {
+    let now = crate::domain::now_millis();
     let mut chosen: Vec<i64> = Vec::with_capacity(limit);
     let mut oldest = conn.prepare_cached(FINISHED_OLDEST)?;
     for status in FINISHED {
@@ -71,7 +74,7 @@ fn purge_finished(
         {
             let (seq, created_at, updated_at): (i64, UnixMillis, UnixMillis) =
                 (row.get(0)?, row.get(1)?, row.get(2)?);
-            if created_at >= before_ms {
+            if accepted_after_cut_off(created_at, before_ms, now) {
                 break;
             }
             if updated_at < before_ms {
@@ -108,18 +111,23 @@ fn purge_empty_events(
     before_ms: UnixMillis,
     limit: usize,
 ) -> Result<EventScan, StoreError> {
+    let now = crate::domain::now_millis();
+    // Rowids are reused once the newest events are deleted: behind the cursor, start over.
+    let newest: i64 = conn.query_row("SELECT coalesce(max(rowid), 0) FROM events", [], |row| {
+        row.get(0)
+    })?;
+    let from = if newest < after.rowid { 0 } else { after.rowid };
     let mut scanned: Vec<(i64, UnixMillis, String)> = Vec::with_capacity(limit);
     {
         let mut scan = conn.prepare_cached(SCAN_EVENTS)?;
-        let mut rows = scan.query(params![
-            after.position,
-            i64::try_from(limit).unwrap_or(i64::MAX)
-        ])?;
+        let mut rows = scan.query(params![from, i64::try_from(limit).unwrap_or(i64::MAX)])?;
         while let Some(row) = rows.next()? {
             let created_at: UnixMillis = row.get(1)?;
-            // Accepted after the cut-off: so is every event after it.
-            if created_at >= before_ms {
+            if accepted_after_cut_off(created_at, before_ms, now) {
                 break;
+            }
+            if created_at > now {
+                continue;
             }
             scanned.push((row.get(0)?, created_at, row.get(2)?));
         }
@@ -130,10 +138,10 @@ fn purge_empty_events(
         deleted += event.execute([event_id])? as u64;
     }
     let next = match scanned.last() {
-        Some((position, created_at, id)) => EventCursor {
+        Some((rowid, created_at, id)) => EventCursor {
             created_at: *created_at,
             id: Some(EventId::from(id.clone())),
-            position: *position,
+            rowid: *rowid,
         },
         None => after,
     };
@@ -142,6 +150,13 @@ fn purge_empty_events(
         deleted,
         next,
     })
+}
+
+/// Where a walk in acceptance order stops: the first row accepted after the cut-off, so is
+/// every row after it. A time in the future (the clock was set back since) proves nothing
+/// and is stepped over rather than stopping the walk until the clock catches up.
+fn accepted_after_cut_off(created_at: UnixMillis, before_ms: UnixMillis, now: UnixMillis) -> bool {
+    (before_ms..=now).contains(&created_at)
 }
 
 #[cfg(test)]
