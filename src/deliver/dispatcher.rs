@@ -163,9 +163,11 @@ impl Dispatcher {
         };
         let claim_started = crate::domain::now_millis();
         self.last_claim = Some(Instant::now());
-        // What the claim finds left due replaces what is marked now, once it returns; until
-        // then the marks stay, and what ingest marks meanwhile is kept.
-        engine.due.begin_claim();
+        // Held deliveries, and those just handed back to the cluster, are older than anything
+        // ingest could hand over now; what the claim leaves is marked when it returns.
+        engine
+            .due
+            .begin_claim(self.ready.queues.keys().chain(self.handed_back.keys()));
         let batch = match engine
             .context
             .store
@@ -207,14 +209,12 @@ impl Dispatcher {
                 }
             }
         }
-        // Held deliveries, and those just handed back to the cluster, are older than anything
-        // ingest could hand over now.
-        let held = self.ready.queues.keys().chain(self.handed_back.keys());
         match &batch.due_left {
-            DueLeft::Unknown => engine.due.finish_claim(true, held),
-            DueLeft::Held(destinations) => engine.due.finish_claim(false, held.chain(destinations)),
-            DueLeft::Nothing => engine.due.finish_claim(false, held),
+            DueLeft::Unknown => engine.due.mark_unknown(),
+            DueLeft::Held(destinations) => engine.due.mark(destinations),
+            DueLeft::Nothing => {}
         }
+        engine.due.mark(self.ready.queues.keys());
         if claimed == limit {
             self.last_claim = None; // more may be due right now
             return Stepped::Claimed {

@@ -20,13 +20,8 @@ pub struct DueWork {
 
 #[derive(Default)]
 struct DueState {
-    /// What is in force: ingest checks this.
     unknown: bool,
     destinations: HashSet<String>,
-    /// What was marked since the running claim began, kept when its findings replace the
-    /// rest: the claim cannot have seen it.
-    unknown_since_claim: bool,
-    since_claim: HashSet<String>,
 }
 
 impl DueWork {
@@ -36,7 +31,7 @@ impl DueWork {
             any: AtomicBool::new(true),
             state: Mutex::new(DueState {
                 unknown: true,
-                ..DueState::default()
+                destinations: HashSet::new(),
             }),
         }
     }
@@ -54,10 +49,7 @@ impl DueWork {
 
     /// Something is due whose destination is not known.
     pub fn mark_unknown(&self) {
-        self.update(|state| {
-            state.unknown = true;
-            state.unknown_since_claim = true;
-        });
+        self.update(|state| state.unknown = true);
     }
 
     /// Work of these destinations is due (or held in memory waiting for their slots).
@@ -71,34 +63,20 @@ impl DueWork {
                 if !state.destinations.contains(key) {
                     state.destinations.insert(key.clone());
                 }
-                if !state.since_claim.contains(key) {
-                    state.since_claim.insert(key.clone());
-                }
             }
         });
     }
 
-    /// A claim begins: what it finds replaces what is in force when it ends. Until then the
-    /// marks stay, so nothing overtakes work the claim has not taken yet.
-    pub fn begin_claim(&self) {
+    /// A claim is about to take what is due, oldest first: from now on only what it leaves
+    /// (marked when it returns), what is `held` in memory for want of slots, and what ingest
+    /// queues meanwhile need to go first. Deliveries queued while the claim runs are taken
+    /// by the next one; claims follow each other closely, so hand-over during one only
+    /// reorders, it cannot starve the queue.
+    pub fn begin_claim<'a>(&self, held: impl IntoIterator<Item = &'a String>) {
         self.update(|state| {
-            state.unknown_since_claim = false;
-            state.since_claim.clear();
-        });
-    }
-
-    /// The claim found this left due (`unknown`, or these destinations' work); with what was
-    /// marked while it ran, that is now what is in force.
-    pub fn finish_claim<'a>(
-        &self,
-        unknown: bool,
-        destinations: impl IntoIterator<Item = &'a String>,
-    ) {
-        self.update(|state| {
-            state.unknown = unknown || state.unknown_since_claim;
-            state.destinations = std::mem::take(&mut state.since_claim);
-            state.destinations.extend(destinations.into_iter().cloned());
-            state.unknown_since_claim = false;
+            state.unknown = false;
+            state.destinations.clear();
+            state.destinations.extend(held.into_iter().cloned());
         });
     }
 
@@ -123,28 +101,15 @@ mod tests {
     fn a_full_destination_blocks_only_itself_and_unknown_work_blocks_all() {
         let due = DueWork::new();
         assert!(due.blocks("a"), "a previous run may have left work");
-        due.begin_claim();
-        assert!(due.blocks("a"), "marks stay while the claim runs");
-        due.finish_claim(false, [&"black-hole".to_owned()]);
+        due.begin_claim([&"held".to_owned()]);
+        assert!(!due.blocks("a"));
+        assert!(due.blocks("held"), "deliveries held for slots go first");
+        due.mark([&"black-hole".to_owned()]);
         assert!(due.blocks("black-hole"));
         assert!(!due.blocks("healthy"));
         due.mark_unknown();
         assert!(due.blocks("healthy"));
-        due.begin_claim();
-        due.finish_claim(false, []);
+        due.begin_claim([]);
         assert!(!due.blocks("black-hole") && !due.blocks("healthy"));
-    }
-
-    #[test]
-    fn what_is_marked_during_a_claim_outlives_its_findings() {
-        let due = DueWork::new();
-        due.begin_claim();
-        due.mark([&"queued-meanwhile".to_owned()]);
-        due.finish_claim(false, []);
-        assert!(due.blocks("queued-meanwhile"));
-        due.begin_claim();
-        due.mark_unknown();
-        due.finish_claim(false, []);
-        assert!(due.blocks("anyone"));
     }
 }
