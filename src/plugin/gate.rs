@@ -123,6 +123,10 @@ impl Gates {
             Ok(by_name) => by_name,
             Err(poisoned) => poisoned.into_inner(),
         };
+        // Every call comes here: look up before allocating the key for an insert.
+        if let Some(gate) = by_name.get(name) {
+            return gate.clone();
+        }
         by_name
             .entry(name.to_owned())
             .or_insert_with(|| {
