@@ -222,6 +222,29 @@ async fn a_spinning_plugin_is_paused_without_spending_attempts_and_a_new_version
         spent += attempts(&delivery).len();
     }
     assert!(spent < 12, "{spent} attempts spent by 12 paused deliveries");
+    // A look-up says why they wait.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, queued) = app.get("/api/v1/deliveries?status=queued").await;
+        let waiting = queued["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|delivery| {
+                delivery["last_error"]
+                    .as_str()
+                    .is_some_and(|error| error.starts_with("plugin spin is paused"))
+            })
+            .count();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no queued delivery says it waits: {queued:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (_, metrics) = app.get("/metrics").await;
     let deferrals = metrics
         .as_str()

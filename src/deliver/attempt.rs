@@ -37,7 +37,11 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
     if let Some(due_at) = ended.deferred_until {
         context.metrics.plugin_deferrals.inc();
         let lease = vec![(delivery.id.clone(), delivery.lease_token.clone())];
-        if let Err(error) = context.store.release_until(lease, due_at).await {
+        if let Err(error) = context
+            .store
+            .release_until(lease, due_at, ended.error)
+            .await
+        {
             tracing::error!(delivery_id = %delivery.id, %error, "handing back a delivery of a paused plugin failed; its lease will expire");
         }
         return;
@@ -143,7 +147,13 @@ async fn send_once(
                             .saturating_add(left_ms)
                             .saturating_add(spread_ms),
                     ),
-                    ..failed(AttemptResult::Error, String::new())
+                    ..failed(
+                        AttemptResult::Error,
+                        format!(
+                            "plugin {plugin} is paused: its calls kept exhausting their CPU budget; \
+                             waiting without spending an attempt"
+                        ),
+                    )
                 };
             }
             Err(error) => {

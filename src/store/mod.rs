@@ -425,17 +425,19 @@ impl Store {
 
     /// Give claimed deliveries back untouched (shutdown, or a destination over its limit).
     pub async fn release(&self, leases: Vec<(DeliveryId, LeaseToken)>) -> Result<(), StoreError> {
-        self.release_until(leases, now_millis()).await
+        self.release_until(leases, now_millis(), None).await
     }
 
     /// Hand leased deliveries back to the queue, due at `due_at`, without recording an
-    /// attempt: their retry budget is untouched.
+    /// attempt: their retry budget is untouched. `reason`, when given, becomes their
+    /// `last_error`, so a look-up says why they wait.
     pub async fn release_until(
         &self,
         leases: Vec<(DeliveryId, LeaseToken)>,
         due_at: UnixMillis,
+        reason: Option<String>,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.release_until(leases, due_at).await)
+        dispatch!(self, s => s.release_until(leases, due_at, reason).await)
     }
 
     /// Extend the leases this process still holds to `until`; a lease another holder has

@@ -15,7 +15,8 @@ use uuid::Uuid;
 const DELIVERY_COLUMNS: &str = "d.seq, d.id, d.event_id, e.event_type, d.webhook_url, d.status, \
      d.destination, d.attempts, d.due_at, d.last_error, d.created_at, d.updated_at";
 
-const RELEASE: &str = "UPDATE deliveries d SET status = 'queued', lease_token = NULL, due_at = $1 \
+const RELEASE: &str = "UPDATE deliveries d SET status = 'queued', lease_token = NULL, due_at = $1, \
+     last_error = coalesce($4, d.last_error) \
      FROM unnest($2::uuid[], $3::uuid[]) AS l(id, lease_token) \
      WHERE d.id = l.id AND d.lease_token = l.lease_token";
 
@@ -28,6 +29,7 @@ impl PgStore {
         &self,
         leases: Vec<(DeliveryId, LeaseToken)>,
         due_at: UnixMillis,
+        reason: Option<String>,
     ) -> Result<(), StoreError> {
         let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) = leases
             .iter()
@@ -41,7 +43,7 @@ impl PgStore {
         transaction.batch_execute(RELAXED_COMMIT).await?;
         let release = transaction.prepare_cached(RELEASE).await?;
         let released = transaction
-            .execute(&release, &[&due_at, &ids, &tokens])
+            .execute(&release, &[&due_at, &ids, &tokens, &reason])
             .await?;
         if released > 0 {
             notify_queued(&transaction).await?;

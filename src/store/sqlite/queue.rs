@@ -170,14 +170,20 @@ impl SqliteStore {
         &self,
         leases: Vec<(DeliveryId, LeaseToken)>,
         due_at: UnixMillis,
+        reason: Option<String>,
     ) -> Result<(), StoreError> {
         self.write_relaxed(move |conn| {
             let mut release = conn.prepare_cached(
-                "UPDATE deliveries SET status = 'queued', lease_token = NULL, due_at = ?1 \
-                 WHERE id = ?2 AND lease_token = ?3",
+                "UPDATE deliveries SET status = 'queued', lease_token = NULL, due_at = ?1, \
+                 last_error = coalesce(?4, last_error) WHERE id = ?2 AND lease_token = ?3",
             )?;
             for (delivery_id, lease_token) in leases {
-                release.execute(params![due_at, delivery_id.as_str(), lease_token.as_str()])?;
+                release.execute(params![
+                    due_at,
+                    delivery_id.as_str(),
+                    lease_token.as_str(),
+                    reason.as_deref()
+                ])?;
             }
             Ok(())
         })
