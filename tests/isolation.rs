@@ -9,6 +9,24 @@ use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// A receiver that never answers, sent `events` deliveries in one batch; returns once its
+/// `in_flight` slots hold requests.
+async fn black_hole_with_backlog(app: &TestApp, events: usize, in_flight: usize) -> Receiver {
+    let black_hole = Receiver::start().await;
+    black_hole.always(Answer::status(200).delay(Duration::from_secs(3600)));
+    let stuck: Vec<_> = (0..events)
+        .map(|n| json!({"event_type": "parse.success", "data": {"n": n}, "webhook_configurations": [{"webhook_url": black_hole.url("/void")}]}))
+        .collect();
+    let (status, _) = app
+        .post("/api/v1/events/batch", &json!({"events": stuck}))
+        .await;
+    assert_eq!(status, 202);
+    black_hole
+        .wait_for(in_flight, Duration::from_secs(10))
+        .await;
+    black_hole
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_destination_does_not_slow_a_healthy_one() {
     let app = spawn_app_with(|config| {
@@ -17,19 +35,9 @@ async fn a_black_holed_destination_does_not_slow_a_healthy_one() {
         config.retry.request_timeout_ms = 30_000;
     })
     .await;
-    let black_hole = Receiver::start().await;
-    black_hole.always(Answer::status(200).delay(Duration::from_secs(3600)));
-    let healthy = Receiver::start().await;
-
     // Far more black-holed deliveries than the whole in-flight budget.
-    let stuck: Vec<_> = (0..100)
-        .map(|n| json!({"event_type": "parse.success", "data": {"n": n}, "webhook_configurations": [{"webhook_url": black_hole.url("/void")}]}))
-        .collect();
-    let (status, _) = app
-        .post("/api/v1/events/batch", &json!({"events": stuck}))
-        .await;
-    assert_eq!(status, 202);
-    black_hole.wait_for(4, Duration::from_secs(10)).await;
+    let black_hole = black_hole_with_backlog(&app, 100, 4).await;
+    let healthy = Receiver::start().await;
 
     let mut latencies = Vec::new();
     for n in 0..20 {
@@ -63,20 +71,10 @@ async fn a_full_destinations_backlog_does_not_stop_hand_over_to_others() {
         config.delivery.max_in_flight_per_destination = 2;
     })
     .await;
-    let black_hole = Receiver::start().await;
-    black_hole.always(Answer::status(200).delay(Duration::from_secs(3600)));
-    let healthy = Receiver::start().await;
-
     // Two in flight, more held in memory and queued behind them: due work for the black
     // hole, which its own new deliveries must not overtake.
-    let stuck: Vec<_> = (0..8)
-        .map(|n| json!({"event_type": "parse.success", "data": {"n": n}, "webhook_configurations": [{"webhook_url": black_hole.url("/void")}]}))
-        .collect();
-    let (status, _) = app
-        .post("/api/v1/events/batch", &json!({"events": stuck}))
-        .await;
-    assert_eq!(status, 202);
-    black_hole.wait_for(2, Duration::from_secs(10)).await;
+    let black_hole = black_hole_with_backlog(&app, 8, 2).await;
+    let healthy = Receiver::start().await;
     // Let the dispatcher claim what it can of the backlog and record what it left.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
