@@ -575,6 +575,62 @@ async fn a_handed_over_delivery_is_stored_in_flight_under_its_lease() {
     store.close();
 }
 
+/// A store's own queued work does not wake it (its engine is told directly, with the
+/// destinations); another store's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_work_wakes_the_other_stores_but_not_its_own() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let schema = Schema::new();
+    let listening = schema.open().await;
+    let other = schema.open().await;
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let counted = wakes.clone();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    listening.watch_queued(
+        move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        },
+        shutdown.clone(),
+    );
+    // Once listening, it wakes once for what it may have missed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while wakes.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "never listened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    listening
+        .enqueue(vec![event(&["http://own.test/"])])
+        .await
+        .unwrap();
+    // Handing a claimed delivery back queues it again: also its own.
+    let claimed = claim(&listening, 10, 60_000).await;
+    assert_eq!(claimed.deliveries.len(), 1);
+    let leases = claimed
+        .deliveries
+        .iter()
+        .map(|d| (d.id.clone(), d.lease_token.clone()))
+        .collect();
+    listening.release(leases).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(wakes.load(Ordering::SeqCst), 1, "its own work woke it");
+    other
+        .enqueue(vec![event(&["http://other.test/"])])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while wakes.load(Ordering::SeqCst) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "another store's work did not wake it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    listening.close();
+    other.close();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_honours_the_per_destination_budget() {
     let schema = Schema::new();

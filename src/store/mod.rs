@@ -551,9 +551,10 @@ impl Store {
         }
     }
 
-    /// Call `on_queued` whenever any process sharing the store (this one included) commits
-    /// queued work, and after each reconnect, until `shutdown`. SQLite has one process per
-    /// file, which wakes itself, so nothing calls it there.
+    /// Call `on_queued` whenever another process sharing the store commits queued work, and
+    /// after each (re)connect, until `shutdown`. This process's own queued work is not
+    /// announced to it: ingest, redelivery and the engine tell the engine themselves. SQLite
+    /// has one process per file, so nothing calls it there.
     pub fn watch_queued(
         &self,
         on_queued: impl Fn() + Send + Sync + 'static,

@@ -5,7 +5,11 @@
 //! may share a database), sent inside the transactions that queue work, so it arrives only
 //! once that work is committed. Each node listens on one connection of its own outside the
 //! pool and reconnects by itself; after a reconnect it wakes its engine once, since a
-//! notification may have been missed meanwhile.
+//! notification may have been missed meanwhile. A notification carries the sending store's
+//! origin (a setting on each of its connections), and a store ignores its own: its engine
+//! learns of the work it queues without one, knowing which destinations it queued for,
+//! whereas a wake-up only says "something", which stops hand-over to every destination until
+//! the next claim.
 
 use super::migrate::quote_identifier;
 use super::{PgStore, RELAXED_COMMIT, parse_id};
@@ -51,11 +55,25 @@ const CHANNEL: &str = "'hookgate_' || md5(current_schema())";
 /// vanished without closing must not leave this node waiting for wake-ups that never come.
 const LISTEN_KEEPALIVE: Duration = Duration::from_secs(30);
 
-/// Tell every node, once `client`'s transaction commits, that deliveries were queued.
+/// The session setting naming the store a connection belongs to.
+const ORIGIN_SETTING: &str = "hookgate.origin";
+
+/// Set on every connection of a store's pool, so its notifications name it.
+pub(super) fn name_origin(config: &mut tokio_postgres::Config, origin: &str) {
+    let options = match config.get_options() {
+        Some(options) if !options.is_empty() => format!("{options} -c {ORIGIN_SETTING}={origin}"),
+        _ => format!("-c {ORIGIN_SETTING}={origin}"),
+    };
+    config.options(options);
+}
+
+/// Tell every other node, once `client`'s transaction commits, that deliveries were queued.
 /// Notifications of one transaction are folded into one by the server.
 pub(super) async fn notify_queued(client: &impl GenericClient) -> Result<(), StoreError> {
     let statement = client
-        .prepare_cached(&format!("SELECT pg_notify({CHANNEL}, '')"))
+        .prepare_cached(&format!(
+            "SELECT pg_notify({CHANNEL}, current_setting('{ORIGIN_SETTING}', true))"
+        ))
         .await?;
     client.query_one(&statement, &[]).await?;
     Ok(())
@@ -181,12 +199,13 @@ impl PgStore {
         Ok((stored, inserted == 1))
     }
 
-    /// Call `on_queued` whenever any node commits queued work, until `shutdown`.
+    /// Call `on_queued` whenever another node commits queued work, until `shutdown`.
     pub fn watch_queued(
         &self,
         on_queued: impl Fn() + Send + Sync + 'static,
         shutdown: CancellationToken,
     ) {
+        let origin = self.inner.origin.clone();
         let mut settings = self.inner.connect.clone();
         settings.keepalives(true).keepalives_idle(LISTEN_KEEPALIVE);
         tokio::spawn(async move {
@@ -196,7 +215,7 @@ impl PgStore {
                 let started = tokio::time::Instant::now();
                 let listened = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    listened = listen(&settings, &on_queued) => listened,
+                    listened = listen(&settings, &origin, &on_queued) => listened,
                 };
                 if let Err(error) = listened {
                     tracing::warn!(%error, "postgres: listening for queued work failed; retrying");
@@ -218,15 +237,20 @@ impl PgStore {
 /// Listen on a connection of its own until it fails.
 async fn listen(
     settings: &tokio_postgres::Config,
+    origin: &str,
     on_queued: &(impl Fn() + Send + Sync),
 ) -> Result<(), StoreError> {
     let (client, mut connection) = settings.connect(tokio_postgres::NoTls).await?;
     let (sender, mut notifications) = tokio::sync::mpsc::unbounded_channel();
     // The connection delivers notifications only while it is polled.
+    let origin = origin.to_owned();
     let driver = tokio::spawn(async move {
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(notification))) => {
+                    if notification.payload() == origin {
+                        continue;
+                    }
                     if sender.send(()).is_err() {
                         return Ok(());
                     }

@@ -69,6 +69,8 @@ struct Inner {
     pool: Pool,
     /// Where to connect, for the connection that listens for queued work.
     connect: tokio_postgres::Config,
+    /// Names this store's connections in the wake-ups they send, so it ignores its own.
+    origin: String,
     /// Accepted events, written by group commit.
     enqueues: Group<enqueue::Enqueue>,
     /// Attempt results, written by group commit.
@@ -78,7 +80,10 @@ struct Inner {
 impl PgStore {
     /// Connect, apply any pending migrations, and start the group-commit writers.
     pub async fn open(settings: &PgSettings) -> Result<PgStore, StoreError> {
-        let pool = build_pool(settings, settings.pool_size)?;
+        let origin = uuid::Uuid::new_v4().simple().to_string();
+        let mut writing = settings.clone();
+        cluster::name_origin(&mut writing.config, &origin);
+        let pool = build_pool(&writing, settings.pool_size)?;
         let report = {
             let mut client = pool.get().await?;
             migrate::migrate(&mut client).await?
@@ -96,6 +101,7 @@ impl PgStore {
                 finishes: Group::start(&pool, finish::WRITERS, &running),
                 pool,
                 connect: settings.config.clone(),
+                origin,
             }),
         })
     }

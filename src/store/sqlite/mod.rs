@@ -1,19 +1,22 @@
 //! The embedded SQLite store: one file in WAL mode in the data folder.
 //!
 //! Every write goes to a single writer thread that drains whatever is waiting and applies it
-//! in one transaction (group commit): under load one fsync covers hundreds of events,
-//! claims and attempt records, while an idle gateway still commits each write at once.
+//! in one transaction (group commit): under load one fsync covers hundreds of events and
+//! attempt records, while an idle gateway still commits each write at once.
 //! Durable writes (accepted events, configuration) run inside their own savepoint, so one
-//! failing never undoes its neighbours. The engine's own writes (claims, attempt records,
-//! releases) share one savepoint per run of them instead: a savepoint copies every page a
+//! failing never undoes its neighbours. The engine's own writes (attempt records, releases)
+//! share one savepoint per run of them instead: a savepoint copies every page a
 //! write touches into a sub-journal, which per write was a tenth of the writer's time. When
 //! one of them fails, its run is undone and every write in it answered with the error; their
-//! callers recover (a claim is retried, an unrecorded attempt runs again after its lease).
+//! callers recover (an unrecorded attempt runs again after its lease).
+//! Leases are kept in memory, not in the file (`leases`): claims write nothing, but still run
+//! on the writer thread, so a claim sees every write before it and none runs beside it.
 //! Reads use a small pool of separate connections, which WAL lets run beside the writer.
 //! Retention deletes finished work as a run of small engine writes (`retention`), so it never
 //! holds the writer for long.
 
 mod configs;
+mod leases;
 mod nodes;
 mod queue;
 mod retention;
@@ -36,7 +39,12 @@ CREATE TABLE IF NOT EXISTS events (
     project_id  TEXT,
     timestamp   REAL NOT NULL,
     payload     TEXT NOT NULL,
-    created_at  INTEGER NOT NULL
+    created_at  INTEGER NOT NULL,
+    -- An event's deliveries are inserted together, so their `seq`s are consecutive: this
+    -- range finds them without an index on `deliveries.event_id`, one B-tree write less
+    -- per delivery. Empty (NULL, 0) for an event routed nowhere.
+    first_delivery_seq INTEGER,
+    delivery_count     INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,7 +60,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
     lease_token  TEXT,
     last_error   TEXT,
     created_at   INTEGER NOT NULL,
-    updated_at   INTEGER NOT NULL
+    updated_at   INTEGER NOT NULL,
+    -- The latest attempt (number `attempts`) lives in the row: the common delivery, one
+    -- attempt that succeeds, is finished by one update. Earlier attempts move to `attempts`.
+    latest_started_at  INTEGER,
+    latest_duration_ms INTEGER,
+    latest_status      INTEGER,
+    latest_error       TEXT,
+    latest_body        TEXT
 );
 -- Covers the claim scan: due time and destination, without touching the table.
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(due_at, dest_key)
@@ -63,11 +78,12 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(due_at, dest_key)
 DROP INDEX IF EXISTS deliveries_status;
 CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries(status, seq)
     WHERE status IN ('succeeded', 'failed', 'skipped');
-CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
 -- Retention walks `deliveries_finished` and the events' rowids (see retention.rs); the
 -- indexes of its own that an earlier build made cost a B-tree write per delivery each.
 DROP INDEX IF EXISTS deliveries_retention;
 DROP INDEX IF EXISTS events_created;
+-- Every attempt but a delivery's latest (see `deliveries`). A file written before the latest
+-- attempt moved into the row holds every attempt here, and its rows' `latest_*` are empty.
 CREATE TABLE IF NOT EXISTS attempts (
     delivery_id     TEXT NOT NULL,
     number          INTEGER NOT NULL,
@@ -114,7 +130,7 @@ struct Ran {
 
 /// A write for the writer thread. `durable` writes (accepted events, configuration changes,
 /// redeliveries) are fsynced before they are acknowledged. Claims, attempt results and
-/// releases are not: they survive a process crash either way (the WAL is in the OS page
+/// releases are not (claims write nothing, but run here for their ordering): they survive a process crash either way (the WAL is in the OS page
 /// cache), and losing them to power loss only means a delivery is sent again, which
 /// at-least-once delivery allows. The next durable commit syncs them too.
 struct WriteJob {
@@ -129,6 +145,8 @@ pub struct SqliteStore {
 
 struct Inner {
     writes: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    /// Who holds which delivery: in memory only (see `leases`).
+    leases: Arc<leases::Leases>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
 }
@@ -142,6 +160,8 @@ impl SqliteStore {
         }
         let writer = open_connection(path, false)?;
         writer.execute_batch(SCHEMA)?;
+        add_latest_attempt_columns(&writer)?;
+        add_delivery_ranges(&writer)?;
         queue::requeue_orphans(&writer)?;
         // Likewise any node listed is a previous run of this one: it must not take a share
         // of the destination caps while its heartbeat ages out.
@@ -155,6 +175,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writes: Mutex::new(Some(sender)),
+                leases: Arc::default(),
                 readers: Mutex::new(Vec::new()),
                 path: path.to_owned(),
             }),
@@ -269,6 +290,45 @@ impl SqliteStore {
 }
 
 const WRITE_PROBE_BYTES: i64 = 64 * 1024;
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+        .exists([table, column])?)
+}
+
+/// A file made before events knew their deliveries' range gets it, worked out through the
+/// index on `deliveries.event_id` it has, which then goes.
+fn add_delivery_ranges(conn: &Connection) -> Result<(), StoreError> {
+    if !has_column(conn, "events", "first_delivery_seq")? {
+        conn.execute_batch(
+            "BEGIN IMMEDIATE; \
+             ALTER TABLE events ADD COLUMN first_delivery_seq INTEGER; \
+             ALTER TABLE events ADD COLUMN delivery_count INTEGER NOT NULL DEFAULT 0; \
+             UPDATE events SET \
+                 first_delivery_seq = (SELECT min(seq) FROM deliveries WHERE event_id = events.id), \
+                 delivery_count = (SELECT count(*) FROM deliveries WHERE event_id = events.id); \
+             COMMIT;",
+        )?;
+    }
+    conn.execute_batch("DROP INDEX IF EXISTS deliveries_event")?;
+    Ok(())
+}
+
+/// A file made before the latest attempt moved into the delivery row gets its columns; its
+/// attempts stay where they are, and `delivery` reads both places.
+fn add_latest_attempt_columns(conn: &Connection) -> Result<(), StoreError> {
+    if !has_column(conn, "deliveries", "latest_started_at")? {
+        conn.execute_batch(
+            "ALTER TABLE deliveries ADD COLUMN latest_started_at INTEGER; \
+             ALTER TABLE deliveries ADD COLUMN latest_duration_ms INTEGER; \
+             ALTER TABLE deliveries ADD COLUMN latest_status INTEGER; \
+             ALTER TABLE deliveries ADD COLUMN latest_error TEXT; \
+             ALTER TABLE deliveries ADD COLUMN latest_body TEXT;",
+        )?;
+    }
+    Ok(())
+}
 
 fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     let flags = if read_only {

@@ -1,6 +1,7 @@
 //! The delivery queue on SQLite: enqueue, claim, finish, release, redeliver and look-ups.
 
 use super::SqliteStore;
+use super::leases::Leases;
 use crate::domain::{
     Attempt, DeliveryId, DeliveryStatus, Destination, EventId, LeaseToken, UnixMillis, now_millis,
 };
@@ -54,9 +55,10 @@ impl SqliteStore {
                 Ok((event, deliveries))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let leases = self.inner.leases.clone();
         self.write(move |conn| {
             rows.into_iter()
-                .map(|(event, deliveries)| enqueue_one(conn, event, deliveries))
+                .map(|(event, deliveries)| enqueue_one(conn, &leases, event, deliveries))
                 .collect()
         })
         .await
@@ -68,8 +70,9 @@ impl SqliteStore {
         lease_ms: i64,
         budget: ClaimBudget,
     ) -> Result<ClaimBatch, StoreError> {
+        let leases = self.inner.leases.clone();
         let (rows, next_due_at, due_left) = self
-            .write_relaxed(move |conn| claim(conn, limit, lease_ms, budget))
+            .write_relaxed(move |conn| claim(conn, &leases, limit, lease_ms, budget))
             .await?;
         let mut deliveries = Vec::with_capacity(rows.len());
         let mut unreadable = Vec::new();
@@ -77,7 +80,7 @@ impl SqliteStore {
             match serde_json::from_str::<Destination>(&row.destination) {
                 Ok(destination) => deliveries.push(ClaimedDelivery {
                     id: DeliveryId::from(row.id),
-                    lease_token: LeaseToken::from(row.lease_token),
+                    lease_token: row.lease_token,
                     event_id: EventId::from(row.event_id),
                     event_type: row.event_type,
                     timestamp: row.timestamp,
@@ -90,7 +93,7 @@ impl SqliteStore {
                 // dead-lettered with the reason, and the others go out.
                 Err(error) => unreadable.push((
                     DeliveryId::from(row.id),
-                    LeaseToken::from(row.lease_token),
+                    row.lease_token,
                     format!("stored destination is unreadable: {error}"),
                 )),
             }
@@ -100,14 +103,19 @@ impl SqliteStore {
                 count = unreadable.len(),
                 "dead-lettering deliveries with unreadable destinations"
             );
+            let leases = self.inner.leases.clone();
             self.write_relaxed(move |conn| {
                 let mut fail = conn.prepare_cached(
                     "UPDATE deliveries SET status = 'failed', last_error = ?1, lease_token = NULL, \
-                     updated_at = ?4 WHERE id = ?2 AND lease_token = ?3",
+                     updated_at = ?3 WHERE seq = ?2",
                 )?;
                 let now = now_millis();
                 for (id, lease_token, reason) in unreadable {
-                    fail.execute(params![reason, id.as_str(), lease_token.as_str(), now])?;
+                    let Some(held) = leases.lock().matching(&id, &lease_token) else {
+                        continue;
+                    };
+                    fail.execute(params![reason, held.seq, now])?;
+                    leases.lock().remove(held.seq);
                 }
                 Ok(())
             })
@@ -127,40 +135,47 @@ impl SqliteStore {
         attempt: Attempt,
         outcome: AttemptOutcome,
     ) -> Result<bool, StoreError> {
+        let leases = self.inner.leases.clone();
         self.write_relaxed(move |conn| {
+            let Some(held) = leases.lock().matching(&delivery_id, &lease_token) else {
+                return Ok(false);
+            };
+            if attempt.number > 1 {
+                // The attempt before this one leaves the row for the history table. A row
+                // from before the move has none there (its attempts are all in history), and
+                // an attempt run again under a new lease finds its own number already there.
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, \
+                     duration_ms, response_status, error, response_body) \
+                     SELECT id, attempts, latest_started_at, latest_duration_ms, latest_status, \
+                     latest_error, latest_body FROM deliveries \
+                     WHERE seq = ?1 AND latest_started_at IS NOT NULL AND attempts < ?2",
+                )?
+                .execute(params![held.seq, attempt.number])?;
+            }
             let now = now_millis();
             let (status, due_at) = outcome.next_state(now);
-            let updated = conn
-                .prepare_cached(
-                    "UPDATE deliveries SET status = ?1, due_at = ?2, attempts = ?3, \
-                     last_error = ?4, updated_at = ?5, lease_token = NULL \
-                     WHERE id = ?6 AND lease_token = ?7",
-                )?
-                .execute(params![
-                    status.as_str(),
-                    due_at,
-                    attempt.number,
-                    attempt.error,
-                    now,
-                    delivery_id.as_str(),
-                    lease_token.as_str()
-                ])?;
-            if updated == 0 {
-                return Ok(false);
-            }
             conn.prepare_cached(
-                "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, duration_ms, \
-                 response_status, error, response_body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "UPDATE deliveries SET status = ?1, due_at = ?2, attempts = ?3, \
+                 last_error = ?4, updated_at = ?5, lease_token = NULL, \
+                 latest_started_at = ?6, latest_duration_ms = ?7, latest_status = ?8, \
+                 latest_error = ?4, latest_body = ?9 WHERE seq = ?10",
             )?
             .execute(params![
-                delivery_id.as_str(),
+                status.as_str(),
+                due_at,
                 attempt.number,
+                attempt.error,
+                now,
                 attempt.started_at,
                 attempt.duration_ms as i64,
                 attempt.response_status,
-                attempt.error,
-                attempt.response_body
+                attempt.response_body,
+                held.seq
             ])?;
+            // Only once written: a failed write leaves the lease to end, and the
+            // delivery runs again.
+            leases.lock().remove(held.seq);
             Ok(true)
         })
         .await
@@ -172,42 +187,51 @@ impl SqliteStore {
         due_at: UnixMillis,
         reason: Option<String>,
     ) -> Result<(), StoreError> {
+        let table = self.inner.leases.clone();
+        // A claimed row is `queued` in the file already: handing it back due now, with
+        // nothing to say, is dropping the lease. A hand-over's row, a later due time or a
+        // reason is written.
+        let mut to_write = Vec::new();
+        {
+            let mut held_leases = table.lock();
+            for (delivery_id, lease_token) in &leases {
+                let Some(held) = held_leases.matching(delivery_id, lease_token) else {
+                    continue;
+                };
+                if held.row_in_flight || due_at > now_millis() || reason.is_some() {
+                    to_write.push((delivery_id.clone(), lease_token.clone()));
+                } else {
+                    held_leases.remove(held.seq);
+                }
+            }
+        }
+        if to_write.is_empty() {
+            return Ok(());
+        }
         self.write_relaxed(move |conn| {
             let mut release = conn.prepare_cached(
                 "UPDATE deliveries SET status = 'queued', lease_token = NULL, due_at = ?1, \
-                 last_error = coalesce(?4, last_error) WHERE id = ?2 AND lease_token = ?3",
+                 last_error = coalesce(?3, last_error) WHERE seq = ?2",
             )?;
-            for (delivery_id, lease_token) in leases {
-                release.execute(params![
-                    due_at,
-                    delivery_id.as_str(),
-                    lease_token.as_str(),
-                    reason.as_deref()
-                ])?;
+            for (delivery_id, lease_token) in to_write {
+                let Some(held) = table.lock().matching(&delivery_id, &lease_token) else {
+                    continue;
+                };
+                release.execute(params![due_at, held.seq, reason.as_deref()])?;
+                table.lock().remove(held.seq);
             }
             Ok(())
         })
         .await
     }
 
+    /// Renewal writes nothing: the leases are in memory (see `leases`).
     pub async fn renew_leases(
         &self,
         leases: Vec<(DeliveryId, LeaseToken)>,
         until: UnixMillis,
     ) -> Result<usize, StoreError> {
-        self.write_relaxed(move |conn| {
-            let mut renew = conn.prepare_cached(
-                "UPDATE deliveries SET due_at = ?1 \
-                 WHERE id = ?2 AND lease_token = ?3 AND status = 'in_flight'",
-            )?;
-            let mut renewed = 0;
-            for (delivery_id, lease_token) in leases {
-                renewed +=
-                    renew.execute(params![until, delivery_id.as_str(), lease_token.as_str()])?;
-            }
-            Ok(renewed)
-        })
-        .await
+        Ok(self.inner.leases.lock().renew(&leases, until))
     }
 
     pub async fn redeliver(
@@ -230,10 +254,12 @@ impl SqliteStore {
     }
 
     pub async fn event(&self, event_id: EventId) -> Result<Option<EventView>, StoreError> {
+        let leases = self.inner.leases.clone();
         self.read(move |conn| {
             let event = conn
                 .query_row(
-                    "SELECT id, event_type, project_id, timestamp, payload FROM events WHERE id = ?1",
+                    "SELECT id, event_type, project_id, timestamp, payload, first_delivery_seq, \
+                     delivery_count FROM events WHERE id = ?1",
                     [event_id.as_str()],
                     |row| {
                         Ok((
@@ -242,20 +268,24 @@ impl SqliteStore {
                             row.get::<_, Option<String>>(2)?,
                             row.get::<_, f64>(3)?,
                             row.get::<_, String>(4)?,
+                            row.get::<_, Option<i64>>(5)?,
+                            row.get::<_, i64>(6)?,
                         ))
                     },
                 )
                 .optional()?;
-            let Some((event_id, event_type, project_id, timestamp, payload)) = event else {
+            let Some((event_id, event_type, project_id, timestamp, payload, first, count)) = event
+            else {
                 return Ok(None);
             };
             let mut statement = conn.prepare_cached(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id \
-                 WHERE d.event_id = ?1 ORDER BY d.seq"
+                 WHERE d.seq >= ?1 AND d.seq < ?1 + ?2 ORDER BY d.seq"
             ))?;
-            let deliveries = statement
-                .query_map([event_id.as_str()], delivery_view)?
+            let mut deliveries = statement
+                .query_map(params![first, count], delivery_view)?
                 .collect::<Result<Vec<_>, _>>()?;
+            show_held(&leases, &mut deliveries);
             let payload = serde_json::from_str(&payload)
                 .map_err(|error| StoreError::Corrupt(format!("event payload: {error}")))?;
             Ok(Some(EventView {
@@ -274,6 +304,7 @@ impl SqliteStore {
         &self,
         delivery_id: DeliveryId,
     ) -> Result<Option<DeliveryView>, StoreError> {
+        let leases = self.inner.leases.clone();
         self.read(move |conn| {
             let view = conn
                 .query_row(
@@ -288,12 +319,18 @@ impl SqliteStore {
             let Some(mut view) = view else {
                 return Ok(None);
             };
+            show_held(&leases, std::slice::from_mut(&mut view));
             let mut statement = conn.prepare_cached(
                 "SELECT number, started_at, duration_ms, response_status, error, response_body \
-                 FROM attempts WHERE delivery_id = ?1 ORDER BY number",
+                 FROM attempts WHERE delivery_id = ?1 \
+                 UNION ALL \
+                 SELECT attempts, latest_started_at, latest_duration_ms, latest_status, \
+                 latest_error, latest_body FROM deliveries \
+                 WHERE seq = ?2 AND latest_started_at IS NOT NULL \
+                 ORDER BY 1",
             )?;
             let attempts = statement
-                .query_map([delivery_id.as_str()], |row| {
+                .query_map(params![delivery_id.as_str(), view.seq], |row| {
                     Ok(Attempt {
                         number: row.get(0)?,
                         started_at: row.get(1)?,
@@ -316,17 +353,38 @@ impl SqliteStore {
         limit: usize,
         before_seq: Option<i64>,
     ) -> Result<Page<DeliveryView>, StoreError> {
+        let leases = self.inner.leases.clone();
+        // A claimed row is `queued` in the file and in flight to the API (`show_held`), so
+        // the two pending statuses are read together and told apart here.
+        let pending = matches!(
+            status,
+            Some(DeliveryStatus::Queued | DeliveryStatus::InFlight)
+        );
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(&list_sql(status))?;
-            let items = statement
-                .query_map(
-                    params![
-                        before_seq.unwrap_or(i64::MAX),
-                        (limit as i64).saturating_add(1)
-                    ],
-                    delivery_view,
-                )?
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut items = Vec::new();
+            let mut before = before_seq.unwrap_or(i64::MAX);
+            loop {
+                let mut rows = statement
+                    .query_map(
+                        params![before, (limit as i64).saturating_add(1)],
+                        delivery_view,
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let exhausted = rows.len() <= limit;
+                if let Some(last) = rows.last() {
+                    before = last.seq;
+                }
+                show_held(&leases, &mut rows);
+                items.extend(
+                    rows.into_iter()
+                        .filter(|item| !pending || Some(item.status) == status),
+                );
+                if !pending || items.len() > limit || exhausted {
+                    break;
+                }
+            }
+            items.truncate(limit.saturating_add(1));
             Ok(Page::from_rows(items, limit, |item| item.seq, None))
         })
         .await
@@ -349,7 +407,8 @@ impl SqliteStore {
 /// statement (one cached statement per status, from a closed set), and a finished status
 /// repeats the partial index's own condition word for word: SQLite uses a partial index only
 /// when the query's terms contain its WHERE, and does not infer it from `status = 'failed'`.
-/// Queued and in-flight rows are the newest, which the scan from the newest end meets first.
+/// Queued and in-flight rows are the newest, which the scan from the newest end meets first;
+/// both are read for either (see `deliveries`).
 fn list_sql(status: Option<DeliveryStatus>) -> String {
     let filter = match status {
         Some(
@@ -358,7 +417,7 @@ fn list_sql(status: Option<DeliveryStatus>) -> String {
             "d.status IN ('succeeded', 'failed', 'skipped') AND d.status = '{}'",
             status.as_str()
         ),
-        Some(status) => format!("d.status = '{}'", status.as_str()),
+        Some(_) => "d.status IN ('queued', 'in_flight')".to_owned(),
         None => "1".to_owned(),
     };
     format!(
@@ -378,34 +437,36 @@ struct DeliveryRow {
 
 fn enqueue_one(
     conn: &Connection,
+    leases: &Leases,
     event: NewEvent,
     rows: Vec<DeliveryRow>,
 ) -> Result<EnqueueOutcome, StoreError> {
     let now = now_millis();
-    let inserted = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO events (id, event_type, project_id, timestamp, payload, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![
-            event.id.as_str(),
-            event.event_type,
-            event.project_id,
-            event.timestamp,
-            event.payload,
-            now
-        ])?;
-    if inserted == 0 {
+    // The writer is the file's one writer, so looking before inserting cannot race.
+    let range = conn
+        .prepare_cached("SELECT first_delivery_seq, delivery_count FROM events WHERE id = ?1")?
+        .query_row([event.id.as_str()], |row| {
+            Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, i64>(1)?))
+        })
+        .optional()?;
+    if let Some((first, count)) = range {
         let mut existing = conn.prepare_cached(
-            "SELECT id, webhook_url, status FROM deliveries WHERE event_id = ?1 ORDER BY seq",
+            "SELECT seq, id, webhook_url, status FROM deliveries \
+             WHERE seq >= ?1 AND seq < ?1 + ?2 ORDER BY seq",
         )?;
+        let held = leases.lock();
         let deliveries = existing
-            .query_map([event.id.as_str()], |row| {
-                let status: String = row.get(2)?;
+            .query_map(params![first, count], |row| {
+                let status: String = row.get(3)?;
+                let status = match DeliveryStatus::parse(&status) {
+                    _ if held.holds(row.get(0)?, now) => DeliveryStatus::InFlight,
+                    Some(status) => status,
+                    None => DeliveryStatus::Queued,
+                };
                 Ok(DeliverySummary {
-                    id: DeliveryId::from(row.get::<_, String>(0)?),
-                    webhook_url: row.get(1)?,
-                    status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Queued),
+                    id: DeliveryId::from(row.get::<_, String>(1)?),
+                    webhook_url: row.get(2)?,
+                    status,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -417,14 +478,17 @@ fn enqueue_one(
     }
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_id, dest_key, webhook_url, destination, status, \
-         lease_token, due_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+         due_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
     )?;
     let mut deliveries = Vec::with_capacity(rows.len());
+    let mut first_delivery_seq = None;
     for row in rows {
         // A handed-over delivery is in flight under its lease; to the API it is still queued.
-        let (status, lease_token, due_at) = match &row.lease {
-            Some(lease) => ("in_flight", Some(lease.token.as_str()), lease.until),
-            None => ("queued", None, now),
+        // Its row says `in_flight`, due when the lease would end, so that opening the file
+        // after a crash finds it; the lease itself is held in memory.
+        let (status, due_at) = match &row.lease {
+            Some(lease) => ("in_flight", lease.until),
+            None => ("queued", now),
         };
         insert.execute(params![
             row.id.as_str(),
@@ -433,16 +497,36 @@ fn enqueue_one(
             row.url,
             row.destination,
             status,
-            lease_token,
             due_at,
             now
         ])?;
+        let seq = conn.last_insert_rowid();
+        first_delivery_seq.get_or_insert(seq);
+        if let Some(lease) = row.lease {
+            leases
+                .lock()
+                .take(seq, row.id.clone(), lease.token, lease.until, true);
+        }
         deliveries.push(DeliverySummary {
             id: row.id,
             webhook_url: row.url,
             status: DeliveryStatus::Queued,
         });
     }
+    conn.prepare_cached(
+        "INSERT INTO events (id, event_type, project_id, timestamp, payload, created_at, \
+         first_delivery_seq, delivery_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        event.id.as_str(),
+        event.event_type,
+        event.project_id,
+        event.timestamp,
+        event.payload,
+        now,
+        first_delivery_seq,
+        deliveries.len() as i64
+    ])?;
     Ok(EnqueueOutcome {
         event_id: event.id,
         duplicate: false,
@@ -453,7 +537,7 @@ fn enqueue_one(
 /// A claimed row as the writer thread hands it over; parsed by the caller.
 struct ClaimedRow {
     id: String,
-    lease_token: String,
+    lease_token: LeaseToken,
     event_id: String,
     event_type: String,
     timestamp: f64,
@@ -465,65 +549,73 @@ struct ClaimedRow {
 
 fn claim(
     conn: &Connection,
+    leases: &Leases,
     limit: usize,
     lease_ms: i64,
     mut budget: ClaimBudget,
 ) -> Result<(Vec<ClaimedRow>, Option<UnixMillis>, DueLeft), StoreError> {
     let now = now_millis();
-    let lease_token = uuid::Uuid::new_v4().to_string();
+    let lease_token = LeaseToken::from(uuid::Uuid::new_v4().to_string());
     // Pick from the oldest due rows, taking only as many per destination as it has room
-    // for, so nothing is claimed just to be handed back. The scan reads at most `scan_rows`
-    // entries of the covering (due time, destination) index, no table rows: a small window
-    // normally, a deep one when the caller asks because full destinations may be hiding
-    // others' due work behind their backlog. Choosing here rather than in SQL (a window
-    // function ranking per destination) spares a sort and a JSON parse per claim.
+    // for, so nothing is claimed just to be handed back. The scan reads the covering (due
+    // time, destination) index, no table rows, and steps over rows held under a lease (this
+    // process's running and waiting deliveries, at most a few claims' worth). Past those it
+    // looks at `scan_rows` entries at most: a small window normally, a deep one when the
+    // caller asks because full destinations may be hiding others' due work behind their
+    // backlog. Choosing here rather than in SQL (a window function ranking per destination)
+    // spares a sort and a JSON parse per claim. The first row left unchosen gives the time
+    // the caller may sleep until.
     let mut chosen = Vec::with_capacity(limit);
     let mut scanned = 0;
+    let mut next_due_at = None;
     {
+        let held = leases.lock();
         let mut due = conn.prepare_cached(
-            "SELECT seq, dest_key FROM deliveries INDEXED BY deliveries_due \
-             WHERE status IN ('queued', 'in_flight') AND due_at <= ?1 \
-             ORDER BY due_at LIMIT ?2",
+            "SELECT seq, due_at, dest_key FROM deliveries INDEXED BY deliveries_due \
+             WHERE status IN ('queued', 'in_flight') ORDER BY due_at",
         )?;
-        let mut rows = due.query(params![
-            now,
-            i64::try_from(budget.scan_rows).unwrap_or(i64::MAX)
-        ])?;
-        while chosen.len() < limit
-            && let Some(row) = rows.next()?
-        {
+        let mut rows = due.query([])?;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            if held.holds(seq, now) {
+                continue;
+            }
+            let due_at: UnixMillis = row.get(1)?;
+            if due_at > now || chosen.len() >= limit || scanned >= budget.scan_rows {
+                next_due_at = Some(due_at);
+                break;
+            }
             scanned += 1;
-            let dest_key = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            let dest_key = row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
             if budget.admit(dest_key) {
-                chosen.push(row.get::<_, i64>(0)?);
+                chosen.push(seq);
+            } else if next_due_at.is_none() {
+                next_due_at = Some(due_at);
             }
         }
     }
     let due_left = budget.due_left(scanned, chosen.len(), limit);
-    let mut take = conn.prepare_cached(
-        "UPDATE deliveries SET status = 'in_flight', lease_token = ?1, due_at = ?2 \
-         WHERE seq = ?3 RETURNING id, event_id, destination, attempts, budget_start",
+    let mut read = conn.prepare_cached(
+        "SELECT id, event_id, destination, attempts, budget_start, status \
+         FROM deliveries WHERE seq = ?1",
     )?;
-    let mut claimed = Vec::with_capacity(chosen.len());
+    let mut event_lookup =
+        conn.prepare_cached("SELECT event_type, timestamp, payload FROM events WHERE id = ?1")?;
+    // A fan-out claims several deliveries of one event; load its payload once.
+    let mut loaded: Option<(String, String, f64, Arc<str>)> = None;
+    let mut deliveries = Vec::with_capacity(chosen.len());
     for seq in chosen {
-        claimed.push(
-            take.query_row(params![lease_token, now + lease_ms, seq], |row| {
+        let (id, event_id, destination, attempts_made, budget_start, status) =
+            read.query_row([seq], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, String>(1)?,
                     row.get::<_, String>(2)?,
                     row.get::<_, u32>(3)?,
                     row.get::<_, u32>(4)?,
+                    row.get_ref(5)?.as_str().map_err(rusqlite::Error::from)? == "in_flight",
                 ))
-            })?,
-        );
-    }
-    let mut event_lookup =
-        conn.prepare_cached("SELECT event_type, timestamp, payload FROM events WHERE id = ?1")?;
-    // A fan-out claims several deliveries of one event; load its payload once.
-    let mut loaded: Option<(String, String, f64, Arc<str>)> = None;
-    let mut deliveries = Vec::with_capacity(claimed.len());
-    for (id, event_id, destination, attempts_made, budget_start) in claimed {
+            })?;
         if loaded
             .as_ref()
             .is_none_or(|(cached_id, ..)| *cached_id != event_id)
@@ -540,9 +632,9 @@ fn claim(
             let Some((event_type, timestamp, payload)) = found else {
                 conn.prepare_cached(
                     "UPDATE deliveries SET status = 'failed', last_error = 'its event is missing', \
-                     lease_token = NULL, updated_at = ?2 WHERE id = ?1",
+                     lease_token = NULL, updated_at = ?2 WHERE seq = ?1",
                 )?
-                .execute(params![&id, now])?;
+                .execute(params![seq, now])?;
                 continue;
             };
             loaded = Some((event_id.clone(), event_type, timestamp, Arc::from(payload)));
@@ -550,6 +642,13 @@ fn claim(
         let Some((_, event_type, timestamp, payload)) = loaded.as_ref() else {
             continue;
         };
+        leases.lock().take(
+            seq,
+            DeliveryId::from(id.as_str()),
+            lease_token.clone(),
+            now + lease_ms,
+            status,
+        );
         deliveries.push(ClaimedRow {
             id,
             lease_token: lease_token.clone(),
@@ -562,14 +661,19 @@ fn claim(
             budget_start,
         });
     }
-    let next_due_at = conn
-        .prepare_cached(
-            "SELECT due_at FROM deliveries INDEXED BY deliveries_due WHERE status IN ('queued', 'in_flight') \
-             ORDER BY due_at LIMIT 1",
-        )?
-        .query_row([], |row| row.get::<_, UnixMillis>(0))
-        .optional()?;
     Ok((deliveries, next_due_at, due_left))
+}
+
+/// A claimed row is still `queued` in the file; the API shows it in flight, as it is.
+fn show_held(leases: &Leases, views: &mut [DeliveryView]) {
+    let now = now_millis();
+    let held = leases.lock();
+    for view in views {
+        if view.status == DeliveryStatus::Queued && held.holds(view.seq, now) {
+            view.status = DeliveryStatus::InFlight;
+            view.next_attempt_at = None;
+        }
+    }
 }
 
 fn delivery_view(row: &Row<'_>) -> rusqlite::Result<DeliveryView> {
@@ -600,6 +704,205 @@ fn delivery_view(row: &Row<'_>) -> rusqlite::Result<DeliveryView> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{DestinationSource, OutputFormat, RetryOverride};
+    use crate::store::{Lease, NewDelivery};
+
+    fn one_delivery(url: &str, lease: Option<Lease>) -> NewEvent {
+        let id = EventId::generate();
+        NewEvent {
+            payload: format!(r#"{{"event_id":"{id}"}}"#),
+            id,
+            event_type: "parse.success".into(),
+            project_id: None,
+            timestamp: 1.0,
+            deliveries: vec![NewDelivery {
+                id: DeliveryId::generate(),
+                destination: Destination {
+                    url: url.to_owned(),
+                    headers: Vec::new(),
+                    output_format: OutputFormat::Json,
+                    signing_secret: None,
+                    transform: None,
+                    transform_config: None,
+                    retry: RetryOverride::default(),
+                    source: DestinationSource::Inline,
+                },
+                lease,
+            }],
+        }
+    }
+
+    fn budget() -> ClaimBudget {
+        ClaimBudget {
+            per_destination: 10,
+            scan_rows: 100,
+            ..ClaimBudget::default()
+        }
+    }
+
+    fn attempt(number: u32, status: u16) -> Attempt {
+        Attempt {
+            number,
+            started_at: 1_000 * i64::from(number),
+            duration_ms: 5,
+            response_status: Some(status),
+            error: (status >= 300).then(|| format!("receiver answered {status}")),
+            response_body: Some(format!("body {number}")),
+        }
+    }
+
+    /// A claim writes nothing, yet a second claim does not take what the first holds, the
+    /// API shows it in flight, and once its lease ends it is claimed again and the old
+    /// holder's result is refused.
+    #[tokio::test]
+    async fn claims_hold_rows_in_memory_until_the_lease_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("leases.sqlite3")).unwrap();
+        store
+            .enqueue(vec![one_delivery("http://127.0.0.1:9/a", None)])
+            .await
+            .unwrap();
+        let first = store.claim_due(10, 1_500, budget()).await.unwrap();
+        assert_eq!(first.deliveries.len(), 1);
+        let claimed = &first.deliveries[0];
+        let again = store.claim_due(10, 60_000, budget()).await.unwrap();
+        assert!(again.deliveries.is_empty(), "held: {:?}", again.deliveries);
+        let view = store.delivery(claimed.id.clone()).await.unwrap().unwrap();
+        assert_eq!(view.status, DeliveryStatus::InFlight);
+        let listed = store
+            .deliveries(Some(DeliveryStatus::InFlight), 10, None)
+            .await
+            .unwrap();
+        assert_eq!(listed.items.len(), 1);
+        let queued = store
+            .deliveries(Some(DeliveryStatus::Queued), 10, None)
+            .await
+            .unwrap();
+        assert!(queued.items.is_empty());
+
+        // Renewal extends the lease in memory; once it ends, another claim takes the row over.
+        let lease = vec![(claimed.id.clone(), claimed.lease_token.clone())];
+        let until = now_millis() + 2_000;
+        assert_eq!(store.renew_leases(lease, until).await.unwrap(), 1);
+        tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
+        let still_held = store.claim_due(10, 60_000, budget()).await.unwrap();
+        assert!(still_held.deliveries.is_empty(), "renewed");
+        while now_millis() <= until {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let taken_over = store.claim_due(10, 60_000, budget()).await.unwrap();
+        assert_eq!(taken_over.deliveries.len(), 1);
+        let late = store
+            .finish_attempt(
+                claimed.id.clone(),
+                claimed.lease_token.clone(),
+                attempt(1, 200),
+                AttemptOutcome::Succeeded,
+            )
+            .await
+            .unwrap();
+        assert!(!late, "the old holder's result is refused");
+        let current = &taken_over.deliveries[0];
+        assert!(
+            store
+                .finish_attempt(
+                    current.id.clone(),
+                    current.lease_token.clone(),
+                    attempt(1, 200),
+                    AttemptOutcome::Succeeded,
+                )
+                .await
+                .unwrap()
+        );
+        let done = store.delivery(current.id.clone()).await.unwrap().unwrap();
+        assert_eq!(done.status, DeliveryStatus::Succeeded);
+        store.close();
+    }
+
+    /// A file from before the latest attempt moved into the row: its attempts stay in the
+    /// history table, and later attempts follow them in order.
+    #[tokio::test]
+    async fn attempts_recorded_before_the_move_are_kept_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE events (id TEXT PRIMARY KEY, event_type TEXT NOT NULL, \
+                 project_id TEXT, timestamp REAL NOT NULL, payload TEXT NOT NULL, \
+                 created_at INTEGER NOT NULL);
+                 CREATE TABLE deliveries (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+                 id TEXT NOT NULL UNIQUE, event_id TEXT NOT NULL, dest_key TEXT NOT NULL, \
+                 webhook_url TEXT NOT NULL, destination TEXT NOT NULL, status TEXT NOT NULL, \
+                 attempts INTEGER NOT NULL DEFAULT 0, budget_start INTEGER NOT NULL DEFAULT 0, \
+                 due_at INTEGER NOT NULL, lease_token TEXT, last_error TEXT, \
+                 created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+                 CREATE TABLE attempts (delivery_id TEXT NOT NULL, number INTEGER NOT NULL, \
+                 started_at INTEGER NOT NULL, duration_ms INTEGER NOT NULL, \
+                 response_status INTEGER, error TEXT, response_body TEXT, \
+                 PRIMARY KEY (delivery_id, number)) WITHOUT ROWID;
+                 INSERT INTO events VALUES ('e1', 'parse.success', NULL, 1.0, '{}', 0);
+                 INSERT INTO deliveries (id, event_id, dest_key, webhook_url, destination, \
+                 status, attempts, due_at, last_error, created_at, updated_at) VALUES \
+                 ('d1', 'e1', 'k', 'http://127.0.0.1:9/', \
+                 '{\"url\":\"http://127.0.0.1:9/\",\"source\":{\"kind\":\"inline\"}}', 'queued', 1, 0, 'x', 0, 0);
+                 INSERT INTO attempts VALUES ('d1', 1, 1000, 5, 500, 'receiver answered 500', 'old');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        for (number, status) in [(2, 503), (3, 200)] {
+            let claim = store.claim_due(10, 60_000, budget()).await.unwrap();
+            let claimed = &claim.deliveries[0];
+            assert_eq!(claimed.attempts_made, number - 1);
+            let outcome = if status == 200 {
+                AttemptOutcome::Succeeded
+            } else {
+                AttemptOutcome::Retry { due_at: 0 }
+            };
+            assert!(
+                store
+                    .finish_attempt(
+                        claimed.id.clone(),
+                        claimed.lease_token.clone(),
+                        attempt(number, status),
+                        outcome,
+                    )
+                    .await
+                    .unwrap()
+            );
+        }
+        let view = store
+            .delivery(DeliveryId::from("d1"))
+            .await
+            .unwrap()
+            .unwrap();
+        let attempts = view.attempts.unwrap();
+        let seen: Vec<(u32, Option<u16>, Option<String>)> = attempts
+            .into_iter()
+            .map(|attempt| {
+                (
+                    attempt.number,
+                    attempt.response_status,
+                    attempt.response_body,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (1, Some(500), Some("old".to_owned())),
+                (2, Some(503), Some("body 2".to_owned())),
+                (3, Some(200), Some("body 3".to_owned())),
+            ]
+        );
+        assert_eq!(view.status, DeliveryStatus::Succeeded);
+        // The event finds its delivery by the range worked out when the file was opened.
+        let event = store.event(EventId::from("e1")).await.unwrap().unwrap();
+        let ids: Vec<&str> = event.deliveries.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["d1"]);
+        store.close();
+    }
 
     /// The finished-status lists must walk the partial index, not the whole table.
     #[test]
