@@ -1,12 +1,13 @@
 //! What the nodes of a cluster share besides the queue, on PostgreSQL: the node list, the
-//! generated API key, lease renewal, and the wake-up that tells every node work was queued.
+//! generated API key, lease renewal, and the wake-up that tells the other nodes work was
+//! queued.
 //!
 //! The wake-up is `NOTIFY` on a channel named after the schema (several gateways' schemas
 //! may share a database), sent inside the transactions that queue work, so it arrives only
 //! once that work is committed. Each node listens on one connection of its own outside the
 //! pool and reconnects by itself; after a reconnect it wakes its engine once, since a
 //! notification may have been missed meanwhile. A notification carries the sending store's
-//! origin (a setting on each of its connections), and a store ignores its own: its engine
+//! origin (a random name given at open), and a store ignores its own: its engine
 //! learns of the work it queues without one, knowing which destinations it queued for,
 //! whereas a wake-up only says "something", which stops hand-over to every destination until
 //! the next claim.
@@ -55,27 +56,17 @@ const CHANNEL: &str = "'hookgate_' || md5(current_schema())";
 /// vanished without closing must not leave this node waiting for wake-ups that never come.
 const LISTEN_KEEPALIVE: Duration = Duration::from_secs(30);
 
-/// The session setting naming the store a connection belongs to.
-const ORIGIN_SETTING: &str = "hookgate.origin";
-
-/// Set on every connection of a store's pool, so its notifications name it.
-pub(super) fn name_origin(config: &mut tokio_postgres::Config, origin: &str) {
-    let options = match config.get_options() {
-        Some(options) if !options.is_empty() => format!("{options} -c {ORIGIN_SETTING}={origin}"),
-        _ => format!("-c {ORIGIN_SETTING}={origin}"),
-    };
-    config.options(options);
-}
-
 /// Tell every other node, once `client`'s transaction commits, that deliveries were queued.
 /// Notifications of one transaction are folded into one by the server.
-pub(super) async fn notify_queued(client: &impl GenericClient) -> Result<(), StoreError> {
+/// The payload is `origin`, the sending store's name.
+pub(super) async fn notify_queued(
+    client: &impl GenericClient,
+    origin: &str,
+) -> Result<(), StoreError> {
     let statement = client
-        .prepare_cached(&format!(
-            "SELECT pg_notify({CHANNEL}, current_setting('{ORIGIN_SETTING}', true))"
-        ))
+        .prepare_cached(&format!("SELECT pg_notify({CHANNEL}, $1::text)"))
         .await?;
-    client.query_one(&statement, &[]).await?;
+    client.query_one(&statement, &[&origin]).await?;
     Ok(())
 }
 
@@ -205,7 +196,7 @@ impl PgStore {
         on_queued: impl Fn() + Send + Sync + 'static,
         shutdown: CancellationToken,
     ) {
-        let origin = self.inner.origin.clone();
+        let origin = self.inner.origin.to_string();
         let mut settings = self.inner.connect.clone();
         settings.keepalives(true).keepalives_idle(LISTEN_KEEPALIVE);
         tokio::spawn(async move {

@@ -130,13 +130,21 @@ impl GroupWrite for Enqueue {
         (events.len(), bytes)
     }
 
-    async fn write(pool: &Pool, jobs: &[&Events]) -> Result<Vec<Vec<EnqueueOutcome>>, StoreError> {
-        write_jobs(pool, jobs).await
+    async fn write(
+        pool: &Pool,
+        origin: &str,
+        jobs: &[&Events],
+    ) -> Result<Vec<Vec<EnqueueOutcome>>, StoreError> {
+        write_jobs(pool, origin, jobs).await
     }
 }
 
 /// Write the jobs' events in one transaction; one list of outcomes per job, in order.
-async fn write_jobs(pool: &Pool, jobs: &[&Events]) -> Result<Vec<Vec<EnqueueOutcome>>, StoreError> {
+async fn write_jobs(
+    pool: &Pool,
+    origin: &str,
+    jobs: &[&Events],
+) -> Result<Vec<Vec<EnqueueOutcome>>, StoreError> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     let durable = transaction.prepare_cached(DURABLE_COMMIT).await?;
@@ -225,7 +233,7 @@ async fn write_jobs(pool: &Pool, jobs: &[&Events]) -> Result<Vec<Vec<EnqueueOutc
     }
     if new_deliveries.lease_tokens.iter().any(Option::is_none) {
         // Work no node has taken yet: wake the others once this commits.
-        notify_queued(&transaction).await?;
+        notify_queued(&transaction, origin).await?;
     }
     transaction.commit().await?;
     Ok(answers

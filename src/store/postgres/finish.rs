@@ -106,7 +106,11 @@ impl GroupWrite for Finish {
         (1, bytes)
     }
 
-    async fn write(pool: &Pool, rows: &[&FinishRow]) -> Result<Vec<bool>, StoreError> {
+    async fn write(
+        pool: &Pool,
+        _origin: &str,
+        rows: &[&FinishRow],
+    ) -> Result<Vec<bool>, StoreError> {
         let mut client = pool.get().await?;
         let transaction = client.transaction().await?;
         transaction.batch_execute(RELAXED_COMMIT).await?;

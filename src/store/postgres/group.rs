@@ -30,9 +30,11 @@ pub(super) trait GroupWrite: Send + Sync + 'static {
     /// Items and bytes one job adds to a group.
     fn size(input: &Self::Input) -> (usize, usize);
 
-    /// Write the jobs in one transaction; one output per job, in order.
+    /// Write the jobs in one transaction; one output per job, in order. `origin` names the
+    /// store in the wake-ups the transaction sends (see `cluster`).
     fn write(
         pool: &Pool,
+        origin: &str,
         inputs: &[&Self::Input],
     ) -> impl Future<Output = Result<Vec<Self::Output>, StoreError>> + Send;
 }
@@ -51,14 +53,20 @@ pub(super) struct Group<W: GroupWrite> {
 impl<W: GroupWrite> Group<W> {
     /// Start `writers` tasks. `running` counts live writers of every kind, so that the last
     /// one closes the pool they share.
-    pub(super) fn start(pool: &Pool, writers: usize, running: &Arc<AtomicUsize>) -> Group<W> {
+    pub(super) fn start(
+        pool: &Pool,
+        origin: &Arc<str>,
+        writers: usize,
+        running: &Arc<AtomicUsize>,
+    ) -> Group<W> {
         let (sender, receiver) = mpsc::unbounded_channel::<Job<W>>();
         let receiver = Arc::new(AsyncMutex::new(receiver));
         for _ in 0..writers {
             let (pool, receiver, running) = (pool.clone(), receiver.clone(), running.clone());
+            let origin = origin.clone();
             tokio::spawn(async move {
                 while let Some(group) = next_group(&receiver).await {
-                    write_group::<W>(&pool, group).await;
+                    write_group::<W>(&pool, &origin, group).await;
                 }
                 if running.fetch_sub(1, Ordering::AcqRel) == 1 {
                     tracing::debug!("postgres: writers stopped; closing the pool");
@@ -114,10 +122,10 @@ async fn next_group<W: GroupWrite>(
     Some(group)
 }
 
-async fn write_group<W: GroupWrite>(pool: &Pool, group: Vec<Job<W>>) {
+async fn write_group<W: GroupWrite>(pool: &Pool, origin: &str, group: Vec<Job<W>>) {
     let inputs: Vec<&W::Input> = group.iter().map(|job| &job.input).collect();
     let started = std::time::Instant::now();
-    let result = W::write(pool, &inputs).await;
+    let result = W::write(pool, origin, &inputs).await;
     drop(inputs);
     match result {
         Ok(outputs) => {
@@ -134,12 +142,14 @@ async fn write_group<W: GroupWrite>(pool: &Pool, group: Vec<Job<W>>) {
         Err(error) if refused_by_database(&error) => {
             tracing::warn!(kind = W::KIND, %error, jobs = group.len(), "postgres: a group commit was refused; writing its jobs one by one");
             for job in group {
-                let result = W::write(pool, &[&job.input]).await.and_then(|outputs| {
-                    outputs
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| StoreError::Corrupt("a write answered nothing".into()))
-                });
+                let result = W::write(pool, origin, &[&job.input])
+                    .await
+                    .and_then(|outputs| {
+                        outputs
+                            .into_iter()
+                            .next()
+                            .ok_or_else(|| StoreError::Corrupt("a write answered nothing".into()))
+                    });
                 let _ = job.reply.send(result);
             }
         }

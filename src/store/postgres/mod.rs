@@ -69,8 +69,8 @@ struct Inner {
     pool: Pool,
     /// Where to connect, for the connection that listens for queued work.
     connect: tokio_postgres::Config,
-    /// Names this store's connections in the wake-ups they send, so it ignores its own.
-    origin: String,
+    /// Names this store in the wake-ups it sends, so it ignores its own.
+    origin: Arc<str>,
     /// Accepted events, written by group commit.
     enqueues: Group<enqueue::Enqueue>,
     /// Attempt results, written by group commit.
@@ -80,10 +80,8 @@ struct Inner {
 impl PgStore {
     /// Connect, apply any pending migrations, and start the group-commit writers.
     pub async fn open(settings: &PgSettings) -> Result<PgStore, StoreError> {
-        let origin = uuid::Uuid::new_v4().simple().to_string();
-        let mut writing = settings.clone();
-        cluster::name_origin(&mut writing.config, &origin);
-        let pool = build_pool(&writing, settings.pool_size)?;
+        let origin: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
+        let pool = build_pool(settings, settings.pool_size)?;
         let report = {
             let mut client = pool.get().await?;
             migrate::migrate(&mut client).await?
@@ -97,8 +95,8 @@ impl PgStore {
         let running = Arc::new(AtomicUsize::new(enqueue::WRITERS + finish::WRITERS));
         Ok(PgStore {
             inner: Arc::new(Inner {
-                enqueues: Group::start(&pool, enqueue::WRITERS, &running),
-                finishes: Group::start(&pool, finish::WRITERS, &running),
+                enqueues: Group::start(&pool, &origin, enqueue::WRITERS, &running),
+                finishes: Group::start(&pool, &origin, finish::WRITERS, &running),
                 pool,
                 connect: settings.config.clone(),
                 origin,

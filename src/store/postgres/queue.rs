@@ -46,7 +46,7 @@ impl PgStore {
             .execute(&release, &[&due_at, &ids, &tokens, &reason])
             .await?;
         if released > 0 {
-            notify_queued(&transaction).await?;
+            notify_queued(&transaction, &self.inner.origin).await?;
         }
         transaction.commit().await?;
         Ok(())
@@ -69,7 +69,7 @@ impl PgStore {
                 .execute(&redeliver, &[&now_millis(), &id])
                 .await?;
             if queued > 0 {
-                notify_queued(&transaction).await?;
+                notify_queued(&transaction, &self.inner.origin).await?;
             }
             transaction.commit().await?;
         }

@@ -41,10 +41,10 @@ pub(super) struct Matched {
 }
 
 impl Leases {
-    /// The table, for a run of look-ups under one lock (a claim's whole scan).
+    /// The table, for a look-up or a change; never held across an await or a statement.
     pub fn lock(&self) -> MutexGuard<'_, LeaseTable> {
-        // A panic elsewhere while holding it leaves the maps consistent: every change is one
-        // insert or remove.
+        // No code that can panic runs while it is held, so a poisoned lock still holds
+        // consistent maps.
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -55,7 +55,8 @@ impl LeaseTable {
         self.by_seq.get(&seq).is_some_and(|held| held.until > now)
     }
 
-    pub fn take(
+    /// Hold the row under a lease, replacing any lease it had (one that ended).
+    pub fn hold(
         &mut self,
         seq: i64,
         id: DeliveryId,
@@ -63,17 +64,23 @@ impl LeaseTable {
         until: UnixMillis,
         row_in_flight: bool,
     ) {
-        // An ended lease taken over: its old holder's id entry points at the same row.
         self.by_id.insert(id.clone(), seq);
-        self.by_seq.insert(
+        let replaced = self.by_seq.insert(
             seq,
             Held {
-                id,
+                id: id.clone(),
                 token,
                 until,
                 row_in_flight,
             },
         );
+        // A row held under another id (a seq a rolled-back insert had used): that id is gone.
+        if let Some(replaced) = replaced
+            && replaced.id != id
+            && self.by_id.get(&replaced.id) == Some(&seq)
+        {
+            self.by_id.remove(&replaced.id);
+        }
     }
 
     /// The row `id` is held under, when `token` is still its lease (ended or not: an ended
@@ -87,10 +94,32 @@ impl LeaseTable {
         })
     }
 
-    pub fn remove(&mut self, seq: i64) {
-        if let Some(held) = self.by_seq.remove(&seq) {
+    /// Whether the row is still held under `token` (ended or not).
+    pub fn is_held_by(&self, seq: i64, token: &LeaseToken) -> bool {
+        self.by_seq
+            .get(&seq)
+            .is_some_and(|held| held.token == *token)
+    }
+
+    /// Let the row go if it is still held under `token`.
+    pub fn release(&mut self, seq: i64, token: &LeaseToken) {
+        if self.is_held_by(seq, token)
+            && let Some(held) = self.by_seq.remove(&seq)
+        {
             self.by_id.remove(&held.id);
         }
+    }
+
+    /// Let every row held under `token` go: the claim that took them failed.
+    pub fn release_all(&mut self, token: &LeaseToken) {
+        let by_id = &mut self.by_id;
+        self.by_seq.retain(|_, held| {
+            let keep = held.token != *token;
+            if !keep {
+                by_id.remove(&held.id);
+            }
+            keep
+        });
     }
 
     /// Extend the leases still held under these tokens; returns how many were.
@@ -127,7 +156,7 @@ mod tests {
     fn a_lease_holds_until_it_ends_and_is_refused_to_another_token() {
         let leases = Leases::default();
         let mut table = leases.lock();
-        table.take(7, id("d7"), token("a"), 1_000, false);
+        table.hold(7, id("d7"), token("a"), 1_000, false);
         assert!(table.holds(7, 999));
         assert!(!table.holds(7, 1_000), "ended at its until");
         assert!(!table.holds(8, 0), "another row");
@@ -139,16 +168,34 @@ mod tests {
     fn taking_over_an_ended_lease_fences_the_old_holder() {
         let leases = Leases::default();
         let mut table = leases.lock();
-        table.take(7, id("d7"), token("old"), 1_000, true);
-        table.take(7, id("d7"), token("new"), 5_000, false);
+        table.hold(7, id("d7"), token("old"), 1_000, true);
+        table.hold(7, id("d7"), token("new"), 5_000, false);
         assert!(table.matching(&id("d7"), &token("old")).is_none());
         let matched = table.matching(&id("d7"), &token("new")).unwrap();
         assert_eq!((matched.seq, matched.row_in_flight), (7, false));
         assert_eq!(table.renew(&[(id("d7"), token("old"))], 9_000), 0);
         assert_eq!(table.renew(&[(id("d7"), token("new"))], 9_000), 1);
         assert!(table.holds(7, 8_999));
-        table.remove(7);
+        table.release(7, &token("old"));
+        assert!(table.holds(7, 0), "only its own token lets it go");
+        table.release(7, &token("new"));
         assert!(!table.holds(7, 0));
         assert!(table.matching(&id("d7"), &token("new")).is_none());
+    }
+
+    #[test]
+    fn a_row_held_under_another_id_forgets_the_old_one() {
+        let leases = Leases::default();
+        let mut table = leases.lock();
+        table.hold(7, id("gone"), token("a"), 1_000, false);
+        table.hold(7, id("d7"), token("b"), 1_000, false);
+        assert!(table.matching(&id("gone"), &token("a")).is_none());
+        assert!(!table.by_id.contains_key(&id("gone")));
+        table.hold(8, id("d8"), token("b"), 1_000, false);
+        table.hold(9, id("d9"), token("c"), 1_000, false);
+        table.release_all(&token("b"));
+        assert!(!table.holds(7, 0) && !table.holds(8, 0));
+        assert!(table.holds(9, 0));
+        assert_eq!(table.by_id.len(), 1);
     }
 }

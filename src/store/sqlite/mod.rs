@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts     INTEGER NOT NULL DEFAULT 0,
     budget_start INTEGER NOT NULL DEFAULT 0,
     due_at       INTEGER NOT NULL,
-    lease_token  TEXT,
+    lease_token  TEXT,  -- unused: leases are held in memory; kept for files that have it
     last_error   TEXT,
     created_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL,
@@ -73,8 +73,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(due_at, dest_key)
     WHERE status IN ('queued', 'in_flight');
 -- Finished deliveries by status, for the operations list. Queued and in-flight rows stay out:
--- they change status twice on the hot path, and they are the newest rows anyway, which a
--- scan from the newest end finds first.
+-- their status changes on the hot path, and they are the newest rows anyway, which a scan
+-- from the newest end finds first.
 DROP INDEX IF EXISTS deliveries_status;
 CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries(status, seq)
     WHERE status IN ('succeeded', 'failed', 'skipped');
@@ -160,8 +160,17 @@ impl SqliteStore {
         }
         let writer = open_connection(path, false)?;
         writer.execute_batch(SCHEMA)?;
-        add_latest_attempt_columns(&writer)?;
-        add_delivery_ranges(&writer)?;
+        writer.execute_batch("BEGIN IMMEDIATE")?;
+        let migrated =
+            add_latest_attempt_columns(&writer).and_then(|()| add_delivery_ranges(&writer));
+        match migrated {
+            // Each migration applies whole or not at all.
+            Ok(()) => writer.execute_batch("COMMIT")?,
+            Err(error) => {
+                let _ = writer.execute_batch("ROLLBACK");
+                return Err(error);
+            }
+        }
         queue::requeue_orphans(&writer)?;
         // Likewise any node listed is a previous run of this one: it must not take a share
         // of the destination caps while its heartbeat ages out.
@@ -298,20 +307,30 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, Stor
 }
 
 /// A file made before events knew their deliveries' range gets it, worked out through the
-/// index on `deliveries.event_id` it has, which then goes.
+/// index on `deliveries.event_id` it has, which then goes. The index is the sign: a file
+/// opened by an older hookgate again gets it back, with events it accepted meanwhile and
+/// their ranges unset. A range spans from an event's first delivery to its last, so that
+/// deliveries retention deleted from between them leave no gap in it.
 fn add_delivery_ranges(conn: &Connection) -> Result<(), StoreError> {
+    let has_index = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'deliveries_event'")?
+        .exists([])?;
     if !has_column(conn, "events", "first_delivery_seq")? {
         conn.execute_batch(
-            "BEGIN IMMEDIATE; \
-             ALTER TABLE events ADD COLUMN first_delivery_seq INTEGER; \
-             ALTER TABLE events ADD COLUMN delivery_count INTEGER NOT NULL DEFAULT 0; \
-             UPDATE events SET \
-                 first_delivery_seq = (SELECT min(seq) FROM deliveries WHERE event_id = events.id), \
-                 delivery_count = (SELECT count(*) FROM deliveries WHERE event_id = events.id); \
-             COMMIT;",
+            "ALTER TABLE events ADD COLUMN first_delivery_seq INTEGER; \
+             ALTER TABLE events ADD COLUMN delivery_count INTEGER NOT NULL DEFAULT 0;",
         )?;
     }
-    conn.execute_batch("DROP INDEX IF EXISTS deliveries_event")?;
+    if has_index {
+        conn.execute_batch(
+            "UPDATE events SET \
+                 first_delivery_seq = (SELECT min(seq) FROM deliveries WHERE event_id = events.id), \
+                 delivery_count = coalesce((SELECT max(seq) - min(seq) + 1 FROM deliveries \
+                     WHERE event_id = events.id), 0) \
+             WHERE first_delivery_seq IS NULL; \
+             DROP INDEX deliveries_event;",
+        )?;
+    }
     Ok(())
 }
 

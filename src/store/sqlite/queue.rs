@@ -7,7 +7,7 @@ use crate::domain::{
 };
 use crate::store::{
     AttemptOutcome, ClaimBatch, ClaimBudget, ClaimedDelivery, DeliverySummary, DeliveryView,
-    DueLeft, EnqueueOutcome, EventView, NewEvent, Page, StoreError,
+    DueLeft, EnqueueOutcome, EventView, Lease, NewEvent, Page, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::sync::Arc;
@@ -56,12 +56,24 @@ impl SqliteStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let leases = self.inner.leases.clone();
-        self.write(move |conn| {
-            rows.into_iter()
-                .map(|(event, deliveries)| enqueue_one(conn, &leases, event, deliveries))
-                .collect()
-        })
-        .await
+        let stored = self
+            .write(move |conn| {
+                rows.into_iter()
+                    .map(|(event, deliveries)| enqueue_one(conn, &leases, event, deliveries))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        // Held once committed, not before: a rolled-back insert's seq is used again. Until
+        // then nothing can claim these rows, which are in flight and due when the lease ends.
+        let mut held = self.inner.leases.lock();
+        let mut outcomes = Vec::with_capacity(stored.len());
+        for (outcome, handed_over) in stored {
+            for (seq, id, lease) in handed_over {
+                held.hold(seq, id, lease.token, lease.until, true);
+            }
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
     }
 
     pub async fn claim_due(
@@ -71,9 +83,19 @@ impl SqliteStore {
         budget: ClaimBudget,
     ) -> Result<ClaimBatch, StoreError> {
         let leases = self.inner.leases.clone();
-        let (rows, next_due_at, due_left) = self
-            .write_relaxed(move |conn| claim(conn, &leases, limit, lease_ms, budget))
-            .await?;
+        let token = LeaseToken::generate();
+        let claim_token = token.clone();
+        let claimed = self
+            .write_relaxed(move |conn| claim(conn, &leases, &claim_token, limit, lease_ms, budget))
+            .await;
+        let (rows, next_due_at, due_left) = match claimed {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                // Its caller never sees these rows: they must not wait for the lease to end.
+                self.inner.leases.lock().release_all(&token);
+                return Err(error);
+            }
+        };
         let mut deliveries = Vec::with_capacity(rows.len());
         let mut unreadable = Vec::new();
         for row in rows {
@@ -104,22 +126,25 @@ impl SqliteStore {
                 "dead-lettering deliveries with unreadable destinations"
             );
             let leases = self.inner.leases.clone();
-            self.write_relaxed(move |conn| {
-                let mut fail = conn.prepare_cached(
-                    "UPDATE deliveries SET status = 'failed', last_error = ?1, lease_token = NULL, \
-                     updated_at = ?3 WHERE seq = ?2",
-                )?;
-                let now = now_millis();
-                for (id, lease_token, reason) in unreadable {
-                    let Some(held) = leases.lock().matching(&id, &lease_token) else {
-                        continue;
-                    };
-                    fail.execute(params![reason, held.seq, now])?;
-                    leases.lock().remove(held.seq);
-                }
-                Ok(())
-            })
-            .await?;
+            let failed = self
+                .write_relaxed(move |conn| {
+                    let mut fail = conn.prepare_cached(
+                        "UPDATE deliveries SET status = 'failed', last_error = ?1, \
+                         updated_at = ?3 WHERE seq = ?2",
+                    )?;
+                    let now = now_millis();
+                    let mut failed = Vec::new();
+                    for (id, lease_token, reason) in unreadable {
+                        let Some(held) = leases.lock().matching(&id, &lease_token) else {
+                            continue;
+                        };
+                        fail.execute(params![reason, held.seq, now])?;
+                        failed.push((held.seq, lease_token));
+                    }
+                    Ok(failed)
+                })
+                .await?;
+            self.release_held(&failed);
         }
         Ok(ClaimBatch {
             deliveries,
@@ -136,49 +161,55 @@ impl SqliteStore {
         outcome: AttemptOutcome,
     ) -> Result<bool, StoreError> {
         let leases = self.inner.leases.clone();
-        self.write_relaxed(move |conn| {
-            let Some(held) = leases.lock().matching(&delivery_id, &lease_token) else {
-                return Ok(false);
-            };
-            if attempt.number > 1 {
-                // The attempt before this one leaves the row for the history table. A row
-                // from before the move has none there (its attempts are all in history), and
-                // an attempt run again under a new lease finds its own number already there.
-                conn.prepare_cached(
-                    "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, \
+        let token = lease_token.clone();
+        let finished = self
+            .write_relaxed(move |conn| {
+                let Some(held) = leases.lock().matching(&delivery_id, &lease_token) else {
+                    return Ok(None);
+                };
+                if attempt.number > 1 {
+                    // The attempt before this one leaves the row for the history table. A row
+                    // from before the move has none there (its attempts are all in history), and
+                    // an attempt run again under a new lease finds its own number already there.
+                    conn.prepare_cached(
+                        "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, \
                      duration_ms, response_status, error, response_body) \
                      SELECT id, attempts, latest_started_at, latest_duration_ms, latest_status, \
                      latest_error, latest_body FROM deliveries \
                      WHERE seq = ?1 AND latest_started_at IS NOT NULL AND attempts < ?2",
-                )?
-                .execute(params![held.seq, attempt.number])?;
-            }
-            let now = now_millis();
-            let (status, due_at) = outcome.next_state(now);
-            conn.prepare_cached(
-                "UPDATE deliveries SET status = ?1, due_at = ?2, attempts = ?3, \
-                 last_error = ?4, updated_at = ?5, lease_token = NULL, \
+                    )?
+                    .execute(params![held.seq, attempt.number])?;
+                }
+                let now = now_millis();
+                let (status, due_at) = outcome.next_state(now);
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = ?1, due_at = ?2, attempts = ?3, \
+                 last_error = ?4, updated_at = ?5, \
                  latest_started_at = ?6, latest_duration_ms = ?7, latest_status = ?8, \
                  latest_error = ?4, latest_body = ?9 WHERE seq = ?10",
-            )?
-            .execute(params![
-                status.as_str(),
-                due_at,
-                attempt.number,
-                attempt.error,
-                now,
-                attempt.started_at,
-                attempt.duration_ms as i64,
-                attempt.response_status,
-                attempt.response_body,
-                held.seq
-            ])?;
-            // Only once written: a failed write leaves the lease to end, and the
-            // delivery runs again.
-            leases.lock().remove(held.seq);
-            Ok(true)
-        })
-        .await
+                )?
+                .execute(params![
+                    status.as_str(),
+                    due_at,
+                    attempt.number,
+                    attempt.error,
+                    now,
+                    attempt.started_at,
+                    attempt.duration_ms as i64,
+                    attempt.response_status,
+                    attempt.response_body,
+                    held.seq
+                ])?;
+                Ok(Some(held.seq))
+            })
+            .await?;
+        // Let go once committed: a write that failed or was rolled back leaves the lease to
+        // end, and the delivery runs again after it.
+        let Some(seq) = finished else {
+            return Ok(false);
+        };
+        self.release_held(&[(seq, token)]);
+        Ok(true)
     }
 
     pub async fn release_until(
@@ -187,42 +218,52 @@ impl SqliteStore {
         due_at: UnixMillis,
         reason: Option<String>,
     ) -> Result<(), StoreError> {
-        let table = self.inner.leases.clone();
         // A claimed row is `queued` in the file already: handing it back due now, with
-        // nothing to say, is dropping the lease. A hand-over's row, a later due time or a
-        // reason is written.
+        // nothing to say, is letting the lease go. A hand-over's row, a later due time or a
+        // reason is written first.
         let mut to_write = Vec::new();
         {
-            let mut held_leases = table.lock();
-            for (delivery_id, lease_token) in &leases {
-                let Some(held) = held_leases.matching(delivery_id, lease_token) else {
+            let mut held = self.inner.leases.lock();
+            for (delivery_id, lease_token) in leases {
+                let Some(matched) = held.matching(&delivery_id, &lease_token) else {
                     continue;
                 };
-                if held.row_in_flight || due_at > now_millis() || reason.is_some() {
-                    to_write.push((delivery_id.clone(), lease_token.clone()));
+                if matched.row_in_flight || due_at > now_millis() || reason.is_some() {
+                    to_write.push((matched.seq, lease_token));
                 } else {
-                    held_leases.remove(held.seq);
+                    held.release(matched.seq, &lease_token);
                 }
             }
         }
         if to_write.is_empty() {
             return Ok(());
         }
-        self.write_relaxed(move |conn| {
-            let mut release = conn.prepare_cached(
-                "UPDATE deliveries SET status = 'queued', lease_token = NULL, due_at = ?1, \
-                 last_error = coalesce(?3, last_error) WHERE seq = ?2",
-            )?;
-            for (delivery_id, lease_token) in to_write {
-                let Some(held) = table.lock().matching(&delivery_id, &lease_token) else {
-                    continue;
-                };
-                release.execute(params![due_at, held.seq, reason.as_deref()])?;
-                table.lock().remove(held.seq);
-            }
-            Ok(())
-        })
-        .await
+        let leases = self.inner.leases.clone();
+        let written = self
+            .write_relaxed(move |conn| {
+                let mut release = conn.prepare_cached(
+                    "UPDATE deliveries SET status = 'queued', due_at = ?1, \
+                     last_error = coalesce(?3, last_error) WHERE seq = ?2",
+                )?;
+                // Checked again here, in order with claims: a lease that ended meanwhile
+                // may have been taken over.
+                to_write.retain(|(seq, token)| leases.lock().is_held_by(*seq, token));
+                for (seq, _) in &to_write {
+                    release.execute(params![due_at, seq, reason.as_deref()])?;
+                }
+                Ok(to_write)
+            })
+            .await?;
+        self.release_held(&written);
+        Ok(())
+    }
+
+    /// Let rows go whose change was committed, each if still held under its token.
+    fn release_held(&self, rows: &[(i64, LeaseToken)]) {
+        let mut held = self.inner.leases.lock();
+        for (seq, token) in rows {
+            held.release(*seq, token);
+        }
     }
 
     /// Renewal writes nothing: the leases are in memory (see `leases`).
@@ -280,10 +321,10 @@ impl SqliteStore {
             };
             let mut statement = conn.prepare_cached(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id \
-                 WHERE d.seq >= ?1 AND d.seq < ?1 + ?2 ORDER BY d.seq"
+                 WHERE d.seq >= ?1 AND d.seq < ?1 + ?2 AND d.event_id = ?3 ORDER BY d.seq"
             ))?;
             let mut deliveries = statement
-                .query_map(params![first, count], delivery_view)?
+                .query_map(params![first, count, event_id.as_str()], delivery_view)?
                 .collect::<Result<Vec<_>, _>>()?;
             show_held(&leases, &mut deliveries);
             let payload = serde_json::from_str(&payload)
@@ -435,12 +476,15 @@ struct DeliveryRow {
     destination: String,
 }
 
+/// Rows stored handed over, to be held once committed: seq, delivery and lease.
+type HandedOver = Vec<(i64, DeliveryId, Lease)>;
+
 fn enqueue_one(
     conn: &Connection,
     leases: &Leases,
     event: NewEvent,
     rows: Vec<DeliveryRow>,
-) -> Result<EnqueueOutcome, StoreError> {
+) -> Result<(EnqueueOutcome, HandedOver), StoreError> {
     let now = now_millis();
     // The writer is the file's one writer, so looking before inserting cannot race.
     let range = conn
@@ -452,14 +496,13 @@ fn enqueue_one(
     if let Some((first, count)) = range {
         let mut existing = conn.prepare_cached(
             "SELECT seq, id, webhook_url, status FROM deliveries \
-             WHERE seq >= ?1 AND seq < ?1 + ?2 ORDER BY seq",
+             WHERE seq >= ?1 AND seq < ?1 + ?2 AND event_id = ?3 ORDER BY seq",
         )?;
-        let held = leases.lock();
         let deliveries = existing
-            .query_map(params![first, count], |row| {
+            .query_map(params![first, count, event.id.as_str()], |row| {
                 let status: String = row.get(3)?;
                 let status = match DeliveryStatus::parse(&status) {
-                    _ if held.holds(row.get(0)?, now) => DeliveryStatus::InFlight,
+                    _ if leases.lock().holds(row.get(0)?, now) => DeliveryStatus::InFlight,
                     Some(status) => status,
                     None => DeliveryStatus::Queued,
                 };
@@ -470,22 +513,24 @@ fn enqueue_one(
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        return Ok(EnqueueOutcome {
+        let outcome = EnqueueOutcome {
             event_id: event.id,
             duplicate: true,
             deliveries,
-        });
+        };
+        return Ok((outcome, Vec::new()));
     }
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_id, dest_key, webhook_url, destination, status, \
          due_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
     )?;
     let mut deliveries = Vec::with_capacity(rows.len());
+    let mut handed_over = Vec::new();
     let mut first_delivery_seq = None;
     for row in rows {
         // A handed-over delivery is in flight under its lease; to the API it is still queued.
         // Its row says `in_flight`, due when the lease would end, so that opening the file
-        // after a crash finds it; the lease itself is held in memory.
+        // after a crash finds it; the lease itself is held in memory once committed.
         let (status, due_at) = match &row.lease {
             Some(lease) => ("in_flight", lease.until),
             None => ("queued", now),
@@ -503,9 +548,7 @@ fn enqueue_one(
         let seq = conn.last_insert_rowid();
         first_delivery_seq.get_or_insert(seq);
         if let Some(lease) = row.lease {
-            leases
-                .lock()
-                .take(seq, row.id.clone(), lease.token, lease.until, true);
+            handed_over.push((seq, row.id.clone(), lease));
         }
         deliveries.push(DeliverySummary {
             id: row.id,
@@ -527,11 +570,12 @@ fn enqueue_one(
         first_delivery_seq,
         deliveries.len() as i64
     ])?;
-    Ok(EnqueueOutcome {
+    let outcome = EnqueueOutcome {
         event_id: event.id,
         duplicate: false,
         deliveries,
-    })
+    };
+    Ok((outcome, handed_over))
 }
 
 /// A claimed row as the writer thread hands it over; parsed by the caller.
@@ -550,12 +594,12 @@ struct ClaimedRow {
 fn claim(
     conn: &Connection,
     leases: &Leases,
+    lease_token: &LeaseToken,
     limit: usize,
     lease_ms: i64,
     mut budget: ClaimBudget,
 ) -> Result<(Vec<ClaimedRow>, Option<UnixMillis>, DueLeft), StoreError> {
     let now = now_millis();
-    let lease_token = LeaseToken::from(uuid::Uuid::new_v4().to_string());
     // Pick from the oldest due rows, taking only as many per destination as it has room
     // for, so nothing is claimed just to be handed back. The scan reads the covering (due
     // time, destination) index, no table rows, and steps over rows held under a lease (this
@@ -569,7 +613,6 @@ fn claim(
     let mut scanned = 0;
     let mut next_due_at = None;
     {
-        let held = leases.lock();
         let mut due = conn.prepare_cached(
             "SELECT seq, due_at, dest_key FROM deliveries INDEXED BY deliveries_due \
              WHERE status IN ('queued', 'in_flight') ORDER BY due_at",
@@ -577,12 +620,13 @@ fn claim(
         let mut rows = due.query([])?;
         while let Some(row) = rows.next()? {
             let seq: i64 = row.get(0)?;
-            if held.holds(seq, now) {
+            if leases.lock().holds(seq, now) {
                 continue;
             }
             let due_at: UnixMillis = row.get(1)?;
             if due_at > now || chosen.len() >= limit || scanned >= budget.scan_rows {
-                next_due_at = Some(due_at);
+                // A full destination's row seen earlier is due sooner.
+                next_due_at.get_or_insert(due_at);
                 break;
             }
             scanned += 1;
@@ -632,7 +676,7 @@ fn claim(
             let Some((event_type, timestamp, payload)) = found else {
                 conn.prepare_cached(
                     "UPDATE deliveries SET status = 'failed', last_error = 'its event is missing', \
-                     lease_token = NULL, updated_at = ?2 WHERE seq = ?1",
+                     updated_at = ?2 WHERE seq = ?1",
                 )?
                 .execute(params![seq, now])?;
                 continue;
@@ -642,7 +686,7 @@ fn claim(
         let Some((_, event_type, timestamp, payload)) = loaded.as_ref() else {
             continue;
         };
-        leases.lock().take(
+        leases.lock().hold(
             seq,
             DeliveryId::from(id.as_str()),
             lease_token.clone(),
@@ -751,58 +795,82 @@ mod tests {
         }
     }
 
-    /// A claim writes nothing, yet a second claim does not take what the first holds, the
-    /// API shows it in flight, and once its lease ends it is claimed again and the old
-    /// holder's result is refused.
+    fn wal_bytes(dir: &std::path::Path) -> u64 {
+        std::fs::metadata(dir.join("leases.sqlite3-wal")).map_or(0, |meta| meta.len())
+    }
+
+    /// A claim writes nothing to the file, yet a second claim does not take what the first
+    /// holds and the API shows it in flight. A lease that ended is claimed again, and the
+    /// old holder's result is refused.
     #[tokio::test]
     async fn claims_hold_rows_in_memory_until_the_lease_ends() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("leases.sqlite3")).unwrap();
-        store
-            .enqueue(vec![one_delivery("http://127.0.0.1:9/a", None)])
+        let stored = store
+            .enqueue(vec![
+                one_delivery("http://127.0.0.1:9/a", None),
+                one_delivery("http://127.0.0.1:9/b", None),
+            ])
             .await
             .unwrap();
-        let first = store.claim_due(10, 1_500, budget()).await.unwrap();
+        let before = wal_bytes(dir.path());
+        let first = store.claim_due(1, 60_000, budget()).await.unwrap();
         assert_eq!(first.deliveries.len(), 1);
-        let claimed = &first.deliveries[0];
-        let again = store.claim_due(10, 60_000, budget()).await.unwrap();
-        assert!(again.deliveries.is_empty(), "held: {:?}", again.deliveries);
-        let view = store.delivery(claimed.id.clone()).await.unwrap().unwrap();
+        let held = &first.deliveries[0];
+        assert_eq!(held.id, stored[0].deliveries[0].id, "oldest first");
+        // The second delivery; the first is held.
+        let second = store.claim_due(10, 60_000, budget()).await.unwrap();
+        assert_eq!(second.deliveries.len(), 1);
+        assert_eq!(second.deliveries[0].id, stored[1].deliveries[0].id);
+        assert!(
+            store
+                .claim_due(10, 60_000, budget())
+                .await
+                .unwrap()
+                .deliveries
+                .is_empty()
+        );
+        assert_eq!(wal_bytes(dir.path()), before, "claims wrote to the file");
+        let view = store.delivery(held.id.clone()).await.unwrap().unwrap();
         assert_eq!(view.status, DeliveryStatus::InFlight);
         let listed = store
             .deliveries(Some(DeliveryStatus::InFlight), 10, None)
             .await
             .unwrap();
-        assert_eq!(listed.items.len(), 1);
+        assert_eq!(listed.items.len(), 2);
         let queued = store
             .deliveries(Some(DeliveryStatus::Queued), 10, None)
             .await
             .unwrap();
         assert!(queued.items.is_empty());
 
-        // Renewal extends the lease in memory; once it ends, another claim takes the row over.
-        let lease = vec![(claimed.id.clone(), claimed.lease_token.clone())];
-        let until = now_millis() + 2_000;
-        assert_eq!(store.renew_leases(lease, until).await.unwrap(), 1);
-        tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
-        let still_held = store.claim_due(10, 60_000, budget()).await.unwrap();
-        assert!(still_held.deliveries.is_empty(), "renewed");
-        while now_millis() <= until {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        // Handed back due now: the lease goes, nothing is written, and it is claimable.
+        let lease = vec![(held.id.clone(), held.lease_token.clone())];
+        store
+            .release_until(lease, now_millis(), None)
+            .await
+            .unwrap();
+        assert_eq!(wal_bytes(dir.path()), before, "a plain hand-back wrote");
+        // Claimed under a lease that ends at once, then taken over by the next claim.
+        let ended = store.claim_due(10, -1, budget()).await.unwrap();
+        assert_eq!(ended.deliveries.len(), 1);
+        let old = &ended.deliveries[0];
+        let renewed = vec![(old.id.clone(), old.lease_token.clone())];
+        assert_eq!(store.renew_leases(renewed, 0).await.unwrap(), 1);
         let taken_over = store.claim_due(10, 60_000, budget()).await.unwrap();
         assert_eq!(taken_over.deliveries.len(), 1);
+        let current = &taken_over.deliveries[0];
+        assert_eq!(current.id, old.id);
         let late = store
             .finish_attempt(
-                claimed.id.clone(),
-                claimed.lease_token.clone(),
+                old.id.clone(),
+                old.lease_token.clone(),
                 attempt(1, 200),
                 AttemptOutcome::Succeeded,
             )
             .await
             .unwrap();
         assert!(!late, "the old holder's result is refused");
-        let current = &taken_over.deliveries[0];
         assert!(
             store
                 .finish_attempt(
@@ -819,8 +887,114 @@ mod tests {
         store.close();
     }
 
-    /// A file from before the latest attempt moved into the row: its attempts stay in the
-    /// history table, and later attempts follow them in order.
+    /// Handing back with a reason, or a later due time, is written; a hand-over's row, in
+    /// flight in the file, is written back to queued.
+    #[tokio::test]
+    async fn hand_backs_that_change_the_row_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("leases.sqlite3")).unwrap();
+        let lease = Lease {
+            token: LeaseToken::generate(),
+            until: now_millis() + 60_000,
+        };
+        let handed_over = one_delivery("http://127.0.0.1:9/h", Some(lease.clone()));
+        let handed_id = handed_over.deliveries[0].id.clone();
+        store
+            .enqueue(vec![
+                handed_over,
+                one_delivery("http://127.0.0.1:9/c", None),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .delivery(handed_id.clone())
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            DeliveryStatus::InFlight
+        );
+        let claimed = store.claim_due(10, 60_000, budget()).await.unwrap();
+        assert_eq!(claimed.deliveries.len(), 1, "the hand-over is held");
+        let claimed = &claimed.deliveries[0];
+        let later = now_millis() + 60_000;
+        store
+            .release_until(
+                vec![(claimed.id.clone(), claimed.lease_token.clone())],
+                later,
+                Some("paused".into()),
+            )
+            .await
+            .unwrap();
+        let waiting = store.delivery(claimed.id.clone()).await.unwrap().unwrap();
+        assert_eq!(waiting.status, DeliveryStatus::Queued);
+        assert_eq!(waiting.next_attempt_at, Some(later));
+        assert_eq!(waiting.last_error.as_deref(), Some("paused"));
+
+        store
+            .release_until(
+                vec![(handed_id.clone(), lease.token.clone())],
+                now_millis(),
+                None,
+            )
+            .await
+            .unwrap();
+        let queued = store.delivery(handed_id.clone()).await.unwrap().unwrap();
+        assert_eq!(queued.status, DeliveryStatus::Queued);
+        let again = store.claim_due(10, 60_000, budget()).await.unwrap();
+        let ids: Vec<&DeliveryId> = again.deliveries.iter().map(|d| &d.id).collect();
+        assert_eq!(ids, [&handed_id]);
+        store.close();
+    }
+
+    /// What is left due behind a full destination is due now, although later rows follow.
+    #[tokio::test]
+    async fn the_next_due_time_is_the_earliest_row_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("leases.sqlite3")).unwrap();
+        store
+            .enqueue(vec![
+                one_delivery("http://127.0.0.1:9/a", None),
+                one_delivery("http://127.0.0.1:9/b", None),
+            ])
+            .await
+            .unwrap();
+        // A third, of another destination, retrying in a minute.
+        store
+            .enqueue(vec![one_delivery("http://127.0.0.2:9/later", None)])
+            .await
+            .unwrap();
+        let first_full = ClaimBudget {
+            in_flight: [("127.0.0.1:9".to_owned(), 10)].into(),
+            ..budget()
+        };
+        let third = store.claim_due(10, 60_000, first_full).await.unwrap();
+        assert_eq!(third.deliveries.len(), 1);
+        let later = now_millis() + 60_000;
+        let leases = third
+            .deliveries
+            .iter()
+            .map(|d| (d.id.clone(), d.lease_token.clone()))
+            .collect();
+        store.release_until(leases, later, None).await.unwrap();
+        let one_slot = ClaimBudget {
+            per_destination: 1,
+            ..budget()
+        };
+        let batch = store.claim_due(10, 60_000, one_slot).await.unwrap();
+        assert_eq!(batch.deliveries.len(), 1, "one slot for 127.0.0.1:9");
+        let due = batch.next_due_at.expect("something is left");
+        assert!(
+            due <= now_millis(),
+            "the full destination's row is due now: {due}"
+        );
+        store.close();
+    }
+
+    /// A file from before the latest attempt moved into the row and events knew their
+    /// deliveries' range: its attempts stay in the history table, later attempts follow them
+    /// in order, and events find their deliveries.
     #[tokio::test]
     async fn attempts_recorded_before_the_move_are_kept_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -846,7 +1020,13 @@ mod tests {
                  status, attempts, due_at, last_error, created_at, updated_at) VALUES \
                  ('d1', 'e1', 'k', 'http://127.0.0.1:9/', \
                  '{\"url\":\"http://127.0.0.1:9/\",\"source\":{\"kind\":\"inline\"}}', 'queued', 1, 0, 'x', 0, 0);
-                 INSERT INTO attempts VALUES ('d1', 1, 1000, 5, 500, 'receiver answered 500', 'old');",
+                 INSERT INTO attempts VALUES ('d1', 1, 1000, 5, 500, 'receiver answered 500', 'old');
+                 CREATE INDEX deliveries_event ON deliveries(event_id);
+                 INSERT INTO events VALUES ('e2', 'parse.success', NULL, 1.0, '{}', 0);
+                 INSERT INTO deliveries (seq, id, event_id, dest_key, webhook_url, destination, \
+                 status, due_at, created_at, updated_at) VALUES \
+                 (2, 'd2', 'e2', 'k', 'http://127.0.0.1:9/', '{}', 'succeeded', 0, 0, 0), \
+                 (4, 'd4', 'e2', 'k', 'http://127.0.0.1:9/', '{}', 'succeeded', 0, 0, 0);",
             )
             .unwrap();
         }
@@ -901,6 +1081,10 @@ mod tests {
         let event = store.event(EventId::from("e1")).await.unwrap().unwrap();
         let ids: Vec<&str> = event.deliveries.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, ["d1"]);
+        // Retention had deleted the delivery between this event's two: the range spans it.
+        let event = store.event(EventId::from("e2")).await.unwrap().unwrap();
+        let ids: Vec<&str> = event.deliveries.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["d2", "d4"]);
         store.close();
     }
 

@@ -38,7 +38,8 @@ const DELETE_ATTEMPTS: &str = "DELETE FROM attempts WHERE delivery_id = ?1";
 const DELETE_EVENT_IF_EMPTY: &str = "DELETE FROM events WHERE id = ?1 \
      AND NOT EXISTS (SELECT 1 FROM deliveries \
          WHERE seq >= events.first_delivery_seq \
-         AND seq < events.first_delivery_seq + events.delivery_count)";
+         AND seq < events.first_delivery_seq + events.delivery_count \
+         AND deliveries.event_id = events.id)";
 
 /// Events in acceptance (rowid) order after the cursor.
 const SCAN_EVENTS: &str =
