@@ -2,8 +2,8 @@
 //!
 //! The file has one owner at a time, so no other process needs to see who holds a delivery,
 //! and when the owner dies every lease dies with it (opening the file queues again whatever a
-//! hand-over left in flight). Claiming, renewing and handing back at once therefore write
-//! nothing: a claimed row stays `queued` in the file, and the claim scan steps over the rows
+//! hand-over left in flight). Claiming, renewing and handing back at once therefore write no
+//! lease (a claim writes only to dead-letter a row whose event is missing): a claimed row stays `queued` in the file, and the claim scan steps over the rows
 //! held here. What a claim used to write per row (the status, a token, a due time moved in the
 //! due index: three B-tree changes) and every renewal's rewrite of each held row are gone.
 //!
@@ -92,6 +92,20 @@ impl LeaseTable {
             seq,
             row_in_flight: held.row_in_flight,
         })
+    }
+
+    /// Hold a row handed over at ingest, once its insert has committed; unless its lease
+    /// already ended and a claim took the row over meanwhile, which then wins.
+    pub fn hold_handed_over(
+        &mut self,
+        seq: i64,
+        id: DeliveryId,
+        token: LeaseToken,
+        until: UnixMillis,
+    ) {
+        if !self.by_seq.contains_key(&seq) || self.by_id.get(&id) != Some(&seq) {
+            self.hold(seq, id, token, until, true);
+        }
     }
 
     /// Whether the row is still held under `token` (ended or not).

@@ -9,12 +9,13 @@
 //! write touches into a sub-journal, which per write was a tenth of the writer's time. When
 //! one of them fails, its run is undone and every write in it answered with the error; their
 //! callers recover (an unrecorded attempt runs again after its lease).
-//! Leases are kept in memory, not in the file (`leases`): claims write nothing, but still run
-//! on the writer thread, so a claim sees every write before it and none runs beside it.
+//! Leases are kept in memory, not in the file (`leases`): claims write no lease, but still
+//! run on the writer thread, so a claim sees every write before it and none runs beside it.
 //! Reads use a small pool of separate connections, which WAL lets run beside the writer.
 //! Retention deletes finished work as a run of small engine writes (`retention`), so it never
 //! holds the writer for long.
 
+mod claim;
 mod configs;
 mod leases;
 mod nodes;
@@ -129,8 +130,8 @@ struct Ran {
 }
 
 /// A write for the writer thread. `durable` writes (accepted events, configuration changes,
-/// redeliveries) are fsynced before they are acknowledged. Claims, attempt results and
-/// releases are not (claims write nothing, but run here for their ordering): they survive a process crash either way (the WAL is in the OS page
+/// redeliveries) are fsynced before they are acknowledged. Claims (which run here for their
+/// ordering, though they write no lease), attempt results and releases are not: they survive a process crash either way (the WAL is in the OS page
 /// cache), and losing them to power loss only means a delivery is sent again, which
 /// at-least-once delivery allows. The next durable commit syncs them too.
 struct WriteJob {
@@ -164,7 +165,7 @@ impl SqliteStore {
         let migrated =
             add_latest_attempt_columns(&writer).and_then(|()| add_delivery_ranges(&writer));
         match migrated {
-            // Each migration applies whole or not at all.
+            // The migrations apply together or not at all.
             Ok(()) => writer.execute_batch("COMMIT")?,
             Err(error) => {
                 let _ = writer.execute_batch("ROLLBACK");
@@ -309,8 +310,10 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, Stor
 /// A file made before events knew their deliveries' range gets it, worked out through the
 /// index on `deliveries.event_id` it has, which then goes. The index is the sign: a file
 /// opened by an older hookgate again gets it back, with events it accepted meanwhile and
-/// their ranges unset. A range spans from an event's first delivery to its last, so that
-/// deliveries retention deleted from between them leave no gap in it.
+/// their ranges unset, and attempts it recorded only in `attempts` (so a row's `latest_*`
+/// attempt, when that table has its number too, is the stale one and is cleared). A range
+/// spans from an event's first delivery to its last, so that deliveries retention deleted
+/// from between them leave no gap in it.
 fn add_delivery_ranges(conn: &Connection) -> Result<(), StoreError> {
     let has_index = conn
         .prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'deliveries_event'")?
@@ -328,6 +331,10 @@ fn add_delivery_ranges(conn: &Connection) -> Result<(), StoreError> {
                  delivery_count = coalesce((SELECT max(seq) - min(seq) + 1 FROM deliveries \
                      WHERE event_id = events.id), 0) \
              WHERE first_delivery_seq IS NULL; \
+             UPDATE deliveries SET latest_started_at = NULL, latest_duration_ms = NULL, \
+                 latest_status = NULL, latest_error = NULL, latest_body = NULL \
+             WHERE latest_started_at IS NOT NULL AND EXISTS (SELECT 1 FROM attempts \
+                 WHERE delivery_id = deliveries.id AND number = deliveries.attempts); \
              DROP INDEX deliveries_event;",
         )?;
     }
