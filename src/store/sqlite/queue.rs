@@ -92,14 +92,14 @@ impl SqliteStore {
                 };
                 if attempt.number > 1 {
                     // The attempt before this one leaves the row for the history table. A row
-                    // from before the move has none there (its attempts are all in history), and
-                    // an attempt run again under a new lease finds its own number already there.
+                    // from before the move has none (its attempts are all in history already);
+                    // a record of that number there can only be one an older build wrote.
                     conn.prepare_cached(
                         "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, \
-                     duration_ms, response_status, error, response_body) \
-                     SELECT id, attempts, latest_started_at, latest_duration_ms, latest_status, \
-                     latest_error, latest_body FROM deliveries \
-                     WHERE seq = ?1 AND latest_started_at IS NOT NULL AND attempts < ?2",
+                         duration_ms, response_status, error, response_body) \
+                         SELECT id, attempts, latest_started_at, latest_duration_ms, \
+                         latest_status, latest_error, latest_body FROM deliveries \
+                         WHERE seq = ?1 AND latest_started_at IS NOT NULL AND attempts < ?2",
                     )?
                     .execute(params![held.seq, attempt.number])?;
                 }
@@ -107,9 +107,9 @@ impl SqliteStore {
                 let (status, due_at) = outcome.next_state(now);
                 conn.prepare_cached(
                     "UPDATE deliveries SET status = ?1, due_at = ?2, attempts = ?3, \
-                 last_error = ?4, updated_at = ?5, \
-                 latest_started_at = ?6, latest_duration_ms = ?7, latest_status = ?8, \
-                 latest_error = ?4, latest_body = ?9 WHERE seq = ?10",
+                     last_error = ?4, updated_at = ?5, \
+                     latest_started_at = ?6, latest_duration_ms = ?7, latest_status = ?8, \
+                     latest_error = ?4, latest_body = ?9 WHERE seq = ?10",
                 )?
                 .execute(params![
                     status.as_str(),
