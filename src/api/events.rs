@@ -8,12 +8,18 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 #[derive(Deserialize)]
 struct IngestBatch {
     events: Vec<IngestEvent>,
+}
+
+/// Serialised as it is, not through a `serde_json::Value` (a copy of every event's answer).
+#[derive(Serialize)]
+pub struct BatchAccepted {
+    events: Vec<Accepted>,
 }
 
 pub async fn ingest_one(
@@ -33,7 +39,7 @@ pub async fn ingest_one(
 pub async fn ingest_batch(
     State(state): State<Arc<ApiState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
     let body =
         body.map_err(|rejection| body_rejection(rejection, state.config.limits.max_batch_bytes))?;
     let batch: IngestBatch = parse_json(&body)?;
@@ -52,11 +58,8 @@ pub async fn ingest_batch(
             ),
         ));
     }
-    let accepted = state.ingest.accept(batch.events, true).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "events": accepted })),
-    ))
+    let events = state.ingest.accept(batch.events, true).await?;
+    Ok((StatusCode::ACCEPTED, Json(BatchAccepted { events })))
 }
 
 impl From<IngestError> for ApiError {

@@ -97,6 +97,11 @@ pub fn clip_text(text: &str, max_bytes: usize) -> String {
 /// become `***`, so views, logs and API answers never echo them. The stored URL keeps them;
 /// the HTTP client turns them into a Basic `Authorization` header.
 pub fn redacted_url(url: &str) -> std::borrow::Cow<'_, str> {
+    // Userinfo ends with an `@`; without one there is nothing to hide, and nothing to parse
+    // (every delivery in every ingest answer and list passes through here).
+    if !url.contains('@') {
+        return std::borrow::Cow::Borrowed(url);
+    }
     match url::Url::parse(url) {
         Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
             // Setting userinfo fails only for URLs that cannot have one (no host), which
