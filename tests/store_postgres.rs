@@ -575,6 +575,49 @@ async fn a_handed_over_delivery_is_stored_in_flight_under_its_lease() {
     store.close();
 }
 
+/// The latest attempt is kept in the delivery's row, earlier ones in `attempts`: a lookup
+/// shows them all in order, and the history holds only those before the latest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_are_kept_in_order_across_the_row_and_the_history() {
+    let schema = Schema::new();
+    let store = schema.open().await;
+    let new = event(&["http://a.test/"]);
+    let id = new.deliveries[0].id.clone();
+    store.enqueue(vec![new]).await.unwrap();
+    for (number, status) in [(1, 503), (2, 503), (3, 200)] {
+        let batch = claim(&store, 10, 60_000).await;
+        assert_eq!(batch.deliveries.len(), 1, "attempt {number}");
+        let outcome = if status == 200 {
+            AttemptOutcome::Succeeded
+        } else {
+            AttemptOutcome::Retry { due_at: 0 }
+        };
+        assert!(
+            store
+                .finish_attempt(&batch.deliveries[0], attempt(number, Some(status)), outcome)
+                .await
+                .unwrap()
+        );
+    }
+    let view = store.delivery(&id).await.unwrap().unwrap();
+    let seen: Vec<(u32, Option<u16>)> = view
+        .attempts
+        .unwrap()
+        .iter()
+        .map(|attempt| (attempt.number, attempt.response_status))
+        .collect();
+    assert_eq!(seen, [(1, Some(503)), (2, Some(503)), (3, Some(200))]);
+    let history: i64 = schema
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(history, 2, "the latest attempt is in the row only");
+    store.close();
+}
+
 /// A store's own queued work does not wake it (its engine is told directly, with the
 /// destinations); another store's does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

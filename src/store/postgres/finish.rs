@@ -1,7 +1,7 @@
 //! Recording attempts on PostgreSQL: group commit (see `group`) of `finish_attempt`.
 //!
 //! Each finish moves its delivery on (done, rescheduled or dead-lettered) and records the
-//! attempt, guarded by the delivery id and lease token: a finish whose lease was lost
+//! attempt in its row (migration 4), guarded by the delivery id and lease token: a finish whose lease was lost
 //! changes nothing and answers false. A group is one statement over `unnest`ed columns, in
 //! a transaction that commits without waiting for the WAL flush (see `RELAXED_COMMIT`).
 //! Measured (claims of 256 finished together, local server, debug build): one transaction
@@ -19,8 +19,11 @@ use uuid::Uuid;
 /// Group-commit writers of attempt results.
 pub(super) const WRITERS: usize = 2;
 
-/// Move each delivery whose lease is still the one given, record its attempt (replacing a
-/// record of the same number, as a retried recording would), and return the moved pairs.
+/// Move each delivery whose lease is still the one given, record its attempt in the row
+/// (the attempt before it, when there was one, goes to `attempts`; replacing a record of the
+/// same number, which only a row from before the move can have), and return the moved pairs.
+/// Every part reads the rows as they were before the statement, so `previous` sees the
+/// attempt that `moved` replaces.
 const FINISH: &str = "WITH input AS ( \
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::int4[], \
              $6::text[], $7::int8[], $8::int8[], $9::int4[], $10::text[]) \
@@ -28,15 +31,23 @@ const FINISH: &str = "WITH input AS ( \
              response_status, response_body)), \
      moved AS ( \
          UPDATE deliveries d SET status = i.status, due_at = i.due_at, attempts = i.number, \
-             last_error = i.error, updated_at = $11, lease_token = NULL \
+             last_error = i.error, updated_at = $11, lease_token = NULL, \
+             latest_started_at = i.started_at, latest_duration_ms = i.duration_ms, \
+             latest_status = i.response_status, latest_error = i.error, \
+             latest_body = i.response_body \
          FROM input i WHERE d.id = i.id AND d.lease_token = i.lease_token \
          RETURNING d.id, i.lease_token), \
+     previous AS ( \
+         SELECT d.id, d.attempts, d.latest_started_at, d.latest_duration_ms, d.latest_status, \
+             d.latest_error, d.latest_body \
+         FROM deliveries d JOIN input i ON d.id = i.id AND d.lease_token = i.lease_token \
+         WHERE d.latest_started_at IS NOT NULL AND d.attempts < i.number), \
      recorded AS ( \
          INSERT INTO attempts (delivery_id, number, started_at, duration_ms, response_status, \
              error, response_body) \
-         SELECT i.id, i.number, i.started_at, i.duration_ms, i.response_status, i.error, \
-             i.response_body \
-         FROM input i JOIN moved m ON m.id = i.id AND m.lease_token = i.lease_token \
+         SELECT p.id, p.attempts, p.latest_started_at, p.latest_duration_ms, p.latest_status, \
+             p.latest_error, p.latest_body \
+         FROM previous p JOIN moved m ON m.id = p.id \
          ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = excluded.started_at, \
              duration_ms = excluded.duration_ms, response_status = excluded.response_status, \
              error = excluded.error, response_body = excluded.response_body) \

@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "retention",
         sql: include_str!("migrations/0003_retention.sql"),
     },
+    Migration {
+        version: 4,
+        name: "latest_attempt",
+        sql: include_str!("migrations/0004_latest_attempt.sql"),
+    },
 ];
 
 /// Taken with `pg_advisory_xact_lock` for the length of a migration run. Any constant will

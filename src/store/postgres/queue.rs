@@ -134,7 +134,12 @@ impl PgStore {
         let attempts = client
             .prepare_cached(
                 "SELECT number, started_at, duration_ms, response_status, error, response_body \
-                 FROM attempts WHERE delivery_id = $1 ORDER BY number",
+                 FROM attempts WHERE delivery_id = $1 \
+                 UNION ALL \
+                 SELECT attempts, latest_started_at, latest_duration_ms, latest_status, \
+                     latest_error, latest_body \
+                 FROM deliveries WHERE id = $1 AND latest_started_at IS NOT NULL \
+                 ORDER BY 1",
             )
             .await?;
         let attempts = client

@@ -31,7 +31,7 @@ const DELETE_FINISHED: &str = "DELETE FROM deliveries WHERE seq = ANY(ARRAY( \
          WHERE status IN ('succeeded', 'failed', 'skipped') AND updated_at < $1 \
          ORDER BY updated_at LIMIT $2 \
          FOR UPDATE SKIP LOCKED)) \
-     RETURNING id, event_id";
+     RETURNING id, event_id, latest_started_at IS NOT NULL";
 
 const DELETE_ATTEMPTS: &str = "DELETE FROM attempts WHERE delivery_id = ANY($1::uuid[])";
 
@@ -57,9 +57,12 @@ impl PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut deliveries = Vec::new();
         let mut events = Vec::new();
+        // A delivery's latest attempt is in its row (migration 4) and goes with it.
+        let mut latest_attempts = 0;
         for row in transaction.query(&delete, &[&before_ms, &limit]).await? {
             deliveries.push(row.try_get::<_, Uuid>(0)?);
             events.push(row.try_get::<_, Uuid>(1)?);
+            latest_attempts += u64::from(row.try_get::<_, bool>(2)?);
         }
         let mut counts = PurgeCounts {
             deliveries: deliveries.len() as u64,
@@ -67,7 +70,8 @@ impl PgStore {
         };
         if !deliveries.is_empty() {
             let attempts = transaction.prepare_cached(DELETE_ATTEMPTS).await?;
-            counts.attempts = transaction.execute(&attempts, &[&deliveries]).await?;
+            counts.attempts =
+                latest_attempts + transaction.execute(&attempts, &[&deliveries]).await?;
             events.sort_unstable();
             events.dedup();
             let empty = transaction.prepare_cached(DELETE_EVENTS_IF_EMPTY).await?;
