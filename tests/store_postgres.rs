@@ -576,17 +576,34 @@ async fn a_handed_over_delivery_is_stored_in_flight_under_its_lease() {
 }
 
 /// The latest attempt is kept in the delivery's row, earlier ones in `attempts`: a lookup
-/// shows them all in order, and the history holds only those before the latest.
+/// shows them all in order, and the history holds only those before the latest. An attempt
+/// recorded by a node of the build before (during a rolling upgrade: straight into
+/// `attempts`) takes its place among them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_are_kept_in_order_across_the_row_and_the_history() {
     let schema = Schema::new();
     let store = schema.open().await;
+    let sql = schema.sql().await;
     let new = event(&["http://a.test/"]);
     let id = new.deliveries[0].id.clone();
     store.enqueue(vec![new]).await.unwrap();
     for (number, status) in [(1, 503), (2, 503), (3, 200)] {
         let batch = claim(&store, 10, 60_000).await;
         assert_eq!(batch.deliveries.len(), 1, "attempt {number}");
+        let claimed = &batch.deliveries[0];
+        if number == 2 {
+            // What the previous build's finish writes.
+            let uuid = Uuid::parse_str(claimed.id.as_str()).unwrap();
+            sql.batch_execute(&format!(
+                "UPDATE deliveries SET status = 'queued', due_at = 0, attempts = 2, \
+                 lease_token = NULL WHERE id = '{uuid}'; \
+                 INSERT INTO attempts (delivery_id, number, started_at, duration_ms, \
+                 response_status) VALUES ('{uuid}', 2, 2000, 5, 503)"
+            ))
+            .await
+            .unwrap();
+            continue;
+        }
         let outcome = if status == 200 {
             AttemptOutcome::Succeeded
         } else {
@@ -594,7 +611,7 @@ async fn attempts_are_kept_in_order_across_the_row_and_the_history() {
         };
         assert!(
             store
-                .finish_attempt(&batch.deliveries[0], attempt(number, Some(status)), outcome)
+                .finish_attempt(claimed, attempt(number, Some(status)), outcome)
                 .await
                 .unwrap()
         );
@@ -607,9 +624,7 @@ async fn attempts_are_kept_in_order_across_the_row_and_the_history() {
         .map(|attempt| (attempt.number, attempt.response_status))
         .collect();
     assert_eq!(seen, [(1, Some(503)), (2, Some(503)), (3, Some(200))]);
-    let history: i64 = schema
-        .sql()
-        .await
+    let history: i64 = sql
         .query_one("SELECT count(*) FROM attempts", &[])
         .await
         .unwrap()
@@ -655,6 +670,8 @@ async fn queued_work_wakes_the_other_stores_but_not_its_own() {
         .map(|d| (d.id.clone(), d.lease_token.clone()))
         .collect();
     listening.release(leases).await.unwrap();
+    // Nothing arriving has no event to wait on; a wake-up on this loopback server takes a
+    // few milliseconds, so half a second is ample (a slower one could only hide a failure).
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(wakes.load(Ordering::SeqCst), 1, "its own work woke it");
     other

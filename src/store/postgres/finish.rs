@@ -20,10 +20,11 @@ use uuid::Uuid;
 pub(super) const WRITERS: usize = 2;
 
 /// Move each delivery whose lease is still the one given, record its attempt in the row
-/// (the attempt before it, when there was one, goes to `attempts`; replacing a record of the
-/// same number, which only a row from before the move can have), and return the moved pairs.
-/// Every part reads the rows as they were before the statement, so `previous` sees the
-/// attempt that `moved` replaces.
+/// (the attempt before it, when there was one, goes to `attempts`), and return the moved
+/// pairs. Every part reads the rows as they were before the statement, so `previous` sees
+/// the attempt that `moved` replaces; a writer between the two would have changed or
+/// cleared the lease token, so `moved` then skips the row. A history record of that number
+/// already there is kept (see migration 4 on older nodes).
 const FINISH: &str = "WITH input AS ( \
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::int4[], \
              $6::text[], $7::int8[], $8::int8[], $9::int4[], $10::text[]) \
@@ -32,25 +33,23 @@ const FINISH: &str = "WITH input AS ( \
      moved AS ( \
          UPDATE deliveries d SET status = i.status, due_at = i.due_at, attempts = i.number, \
              last_error = i.error, updated_at = $11, lease_token = NULL, \
-             latest_started_at = i.started_at, latest_duration_ms = i.duration_ms, \
-             latest_status = i.response_status, latest_error = i.error, \
-             latest_body = i.response_body \
+             latest_number = i.number, latest_started_at = i.started_at, \
+             latest_duration_ms = i.duration_ms, latest_status = i.response_status, \
+             latest_error = i.error, latest_body = i.response_body \
          FROM input i WHERE d.id = i.id AND d.lease_token = i.lease_token \
          RETURNING d.id, i.lease_token), \
      previous AS ( \
-         SELECT d.id, d.attempts, d.latest_started_at, d.latest_duration_ms, d.latest_status, \
-             d.latest_error, d.latest_body \
+         SELECT d.id, d.latest_number, d.latest_started_at, d.latest_duration_ms, \
+             d.latest_status, d.latest_error, d.latest_body \
          FROM deliveries d JOIN input i ON d.id = i.id AND d.lease_token = i.lease_token \
-         WHERE d.latest_started_at IS NOT NULL AND d.attempts < i.number), \
+         WHERE d.latest_number < i.number), \
      recorded AS ( \
          INSERT INTO attempts (delivery_id, number, started_at, duration_ms, response_status, \
              error, response_body) \
-         SELECT p.id, p.attempts, p.latest_started_at, p.latest_duration_ms, p.latest_status, \
-             p.latest_error, p.latest_body \
+         SELECT p.id, p.latest_number, p.latest_started_at, p.latest_duration_ms, \
+             p.latest_status, p.latest_error, p.latest_body \
          FROM previous p JOIN moved m ON m.id = p.id \
-         ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = excluded.started_at, \
-             duration_ms = excluded.duration_ms, response_status = excluded.response_status, \
-             error = excluded.error, response_body = excluded.response_body) \
+         ON CONFLICT (delivery_id, number) DO NOTHING) \
      SELECT id, lease_token FROM moved";
 
 /// One attempt's result, ready for the statement.

@@ -136,9 +136,9 @@ impl PgStore {
                 "SELECT number, started_at, duration_ms, response_status, error, response_body \
                  FROM attempts WHERE delivery_id = $1 \
                  UNION ALL \
-                 SELECT attempts, latest_started_at, latest_duration_ms, latest_status, \
+                 SELECT latest_number, latest_started_at, latest_duration_ms, latest_status, \
                      latest_error, latest_body \
-                 FROM deliveries WHERE id = $1 AND latest_started_at IS NOT NULL \
+                 FROM deliveries WHERE id = $1 AND latest_number IS NOT NULL \
                  ORDER BY 1",
             )
             .await?;

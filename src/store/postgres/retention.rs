@@ -31,7 +31,7 @@ const DELETE_FINISHED: &str = "DELETE FROM deliveries WHERE seq = ANY(ARRAY( \
          WHERE status IN ('succeeded', 'failed', 'skipped') AND updated_at < $1 \
          ORDER BY updated_at LIMIT $2 \
          FOR UPDATE SKIP LOCKED)) \
-     RETURNING id, event_id, latest_started_at IS NOT NULL";
+     RETURNING id, event_id, latest_number IS NOT NULL";
 
 const DELETE_ATTEMPTS: &str = "DELETE FROM attempts WHERE delivery_id = ANY($1::uuid[])";
 
