@@ -145,13 +145,14 @@ impl SqliteStore {
         // nothing to say, is letting the lease go. A hand-over's row, a later due time or a
         // reason is written first.
         let mut to_write = Vec::new();
+        let later = due_at > now_millis();
         {
             let mut held = self.inner.leases.lock();
             for (delivery_id, lease_token) in leases {
                 let Some(matched) = held.matching(&delivery_id, &lease_token) else {
                     continue;
                 };
-                if matched.row_in_flight || due_at > now_millis() || reason.is_some() {
+                if matched.row_in_flight || later || reason.is_some() {
                     to_write.push((matched.seq, lease_token));
                 } else {
                     held.release(matched.seq, &lease_token);

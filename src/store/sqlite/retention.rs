@@ -90,22 +90,21 @@ fn purge_finished(
         }
     }
     let mut delete = conn.prepare_cached(DELETE_DELIVERY)?;
-    let mut deleted: Vec<(String, String)> = Vec::with_capacity(chosen.len());
     let mut counts = PurgeCounts::default();
     let mut attempts = conn.prepare_cached(DELETE_ATTEMPTS)?;
+    let mut events: Vec<String> = Vec::with_capacity(chosen.len());
     for seq in chosen {
         let (id, event_id, had_latest_attempt, may_have_history): (String, String, bool, bool) =
             delete.query_row([seq], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })?;
+        counts.deliveries += 1;
         counts.attempts += u64::from(had_latest_attempt);
         if may_have_history {
             counts.attempts += attempts.execute([&id])? as u64;
         }
-        deleted.push((id, event_id));
+        events.push(event_id);
     }
-    counts.deliveries = deleted.len() as u64;
-    let mut events: Vec<&str> = deleted.iter().map(|(_, event)| event.as_str()).collect();
     events.sort_unstable();
     events.dedup();
     let mut event = conn.prepare_cached(DELETE_EVENT_IF_EMPTY)?;
