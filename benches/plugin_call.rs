@@ -87,7 +87,7 @@ fn main() {
     }
 
     let wasm = hookgate::plugin::bundled_component("inngest").expect("inngest is bundled");
-    let compiled = runtime::compile(wasm, "bench-inngest", None).unwrap();
+    let compiled = runtime::compile("inngest", wasm, "bench-inngest", None).unwrap();
     let limits = CallLimits {
         timeout: Duration::from_millis(100),
         max_memory_bytes: 64 << 20,

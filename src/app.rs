@@ -10,7 +10,7 @@ use crate::domain::DestinationSource;
 use crate::egress::EgressGuard;
 use crate::ingest::{Ingest, QueueCap, Route};
 use crate::metrics::Metrics;
-use crate::plugin::PluginHost;
+use crate::plugin::{PluginCache, PluginHost};
 use crate::routing::Checks;
 use crate::store::{PgStore, SqliteStore, Store, StoreUrl};
 use anyhow::{Context, Result, bail};
@@ -43,21 +43,31 @@ impl App {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
         let data_lock = lock_data_dir(&config.data_dir)?;
+        // So an operator's first `cp my_plugin.wasm data/plugins/` has somewhere to go.
+        if let Err(error) = std::fs::create_dir_all(config.plugins_dir()) {
+            tracing::warn!(folder = %config.plugins_dir().display(), %error, "cannot create the plugins folder");
+        }
         let egress = EgressGuard::new(&config.egress_allow).map_err(anyhow::Error::msg)?;
         let (store, store_lock) = open_store(&config).await?;
         let api_keys = match config.api_keys.is_empty() {
             false => config.api_keys.clone(),
             true => vec![generated_key(&store, &config.data_dir).await?],
         };
-        let cache_dir = config
-            .plugins
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| config.data_dir.join("plugin-cache"));
-        let plugins = PluginHost::start(config.plugins_dir(), Some(cache_dir), &config.plugins)
+        let cache = match &config.plugins.cache_dir {
+            Some(dir) => PluginCache {
+                dir: dir.clone(),
+                owned: false,
+            },
+            None => PluginCache {
+                dir: config.data_dir.join("plugin-cache"),
+                owned: true,
+            },
+        };
+        let plugins = PluginHost::start(config.plugins_dir(), Some(cache), &config.plugins)
             .await
             .context("starting the plugin host")?;
         let routes = validate_routes(&config, &egress, &plugins)?;
+        check_route_plugin_configs(&config, &plugins).await?;
         let metrics = Arc::new(Metrics::new());
         let client = HttpClient::new(egress.clone(), config.delivery.response_body_bytes)
             .context("building the HTTP client")?;
@@ -250,6 +260,24 @@ fn validate_routes(
             Ok((route.project_id.clone(), subscription))
         })
         .collect()
+}
+
+/// A route whose plugin refuses its config would fail every delivery: refuse to start.
+async fn check_route_plugin_configs(config: &Config, plugins: &PluginHost) -> Result<()> {
+    for route in &config.routes {
+        if let Some(plugin) = &route.webhook.webhook_transform
+            && let Err(refused) = plugins
+                .validate_config(plugin, &route.webhook.transform_config_json())
+                .await
+        {
+            anyhow::bail!(
+                "config: {} is refused by plugin {plugin}: {}",
+                refused.field(&format!("routes.{}.webhook_transform_config", route.name)),
+                refused.message
+            );
+        }
+    }
+    Ok(())
 }
 
 fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {

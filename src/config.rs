@@ -117,7 +117,8 @@ pub struct PluginLimitsConfig {
     /// How often the plugins folder is checked for added, changed or removed files.
     pub reload_interval_ms: u64,
     /// Where compiled plugins are cached by content hash; `<data_dir>/plugin-cache` when
-    /// absent. Several gateways (or test runs) may share one.
+    /// absent, which holds only the versions served (others are deleted). A folder set here
+    /// may be shared by several gateways (or test runs) and is never pruned.
     pub cache_dir: Option<PathBuf>,
 }
 

@@ -208,6 +208,39 @@ pub struct Ingest {
 }
 
 impl Ingest {
+    /// Ask each inline destination's plugin whether it accepts its
+    /// `webhook_transform_config`, so a config no delivery could succeed with is a 422
+    /// naming the field instead of a delivery that fails every attempt. Saved
+    /// configurations were asked when they were saved.
+    async fn check_plugin_configs(
+        &self,
+        events: &[IngestEvent],
+        in_batch: bool,
+    ) -> Result<(), FieldError> {
+        for (index, event) in events.iter().enumerate() {
+            for (position, config) in event.webhook_configurations.iter().flatten().enumerate() {
+                let Some(plugin) = &config.webhook_transform else {
+                    continue;
+                };
+                if let Err(refused) = self
+                    .plugins
+                    .validate_config(plugin, &config.transform_config_json())
+                    .await
+                {
+                    let config_field = format!(
+                        "{}webhook_configurations[{position}].webhook_transform_config",
+                        field_prefix(in_batch, index)
+                    );
+                    return Err(FieldError::new(
+                        refused.field(&config_field),
+                        format!("is refused by plugin {plugin}: {}", refused.message),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Validate and enqueue `events` atomically: either every event is stored with its
     /// deliveries, or none is and the error names the first bad field (`events[i].` prefixed
     /// when `in_batch`). Returns once the store has committed.
@@ -217,6 +250,7 @@ impl Ingest {
         in_batch: bool,
     ) -> Result<Vec<Accepted>, IngestError> {
         let saved = self.load_saved_configs(&events, in_batch).await?;
+        self.check_plugin_configs(&events, in_batch).await?;
         let timestamp = unix_seconds_now();
         let mut prepared = Vec::with_capacity(events.len());
         for (index, event) in events.into_iter().enumerate() {

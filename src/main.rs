@@ -88,6 +88,15 @@ enum PluginCommand {
         #[arg(long)]
         plugins_dir: Option<PathBuf>,
     },
+    /// Load a .wasm component as the gateway would and say what it is: the contract it
+    /// implements, what it says about itself, and the imports that would trap if called.
+    Check {
+        /// The component file.
+        file: PathBuf,
+        /// A webhook_transform_config to ask the plugin's validate-config about, as JSON.
+        #[arg(long)]
+        config: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -118,6 +127,9 @@ fn main() -> Result<()> {
                 hookgate::plugin::cli::run(&name, &event, config.as_deref(), &url, plugins_dir)
                     .await
             }
+            Command::Plugin {
+                command: PluginCommand::Check { file, config },
+            } => hookgate::plugin::cli::check(&file, config.as_deref()).await,
         }
     })
 }

@@ -253,6 +253,19 @@ impl WebhookConfig {
     }
 }
 
+impl WebhookConfig {
+    /// `webhook_transform_config` as the JSON text a plugin receives (`null` when absent).
+    pub fn transform_config_json(&self) -> String {
+        transform_config_json(self.webhook_transform_config.as_ref())
+    }
+}
+
+/// A transform config as the JSON text a plugin receives: the same text at validation and
+/// at delivery, so a cached `validate-config` answer is the one for this config.
+pub fn transform_config_json(config: Option<&serde_json::Value>) -> String {
+    config.map_or_else(|| "null".to_owned(), serde_json::Value::to_string)
+}
+
 /// A destination URL must be absolute http(s) with a host the egress guard allows.
 pub fn validate_url(text: &str, egress: &EgressGuard) -> Result<url::Url, String> {
     // The URL is stored and sent as given; the parser would quietly percent-encode these.

@@ -4,7 +4,7 @@
 
 use super::{ApiError, ApiState, parse_json};
 use crate::domain::{ConfigId, DestinationSource};
-use crate::routing::{Checks, SECRET_FIELD, WebhookConfig};
+use crate::routing::{Checks, FieldError, SECRET_FIELD, WebhookConfig};
 use crate::store::SavedConfig;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -104,20 +104,36 @@ fn response(config: &SavedConfig) -> WebhookConfigResponse {
     }
 }
 
-/// Validate a full set of fields; returns the settings to store and the secret apart.
-fn validate(
+/// Validate a full set of fields, asking the named plugin whether it accepts its config;
+/// returns the settings to store and the secret apart.
+async fn validate(
     state: &ApiState,
     mut fields: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(serde_json::Value, Option<String>), ApiError> {
     // Already parsed: deserialise the value itself rather than printing and re-parsing it.
     let config: WebhookConfig = super::from_value(serde_json::Value::Object(fields.clone()))?;
-    let plugin_exists = |name: &str| state.plugins.exists(name);
-    let checks = Checks {
-        egress: &state.egress,
-        plugin_exists: &plugin_exists,
-        allow_patterns: false,
-    };
-    config.validate("", &checks, DestinationSource::Inline)?;
+    {
+        // Out of scope before the await below: the checks borrow a closure that is not Sync.
+        let plugin_exists = |name: &str| state.plugins.exists(name);
+        let checks = Checks {
+            egress: &state.egress,
+            plugin_exists: &plugin_exists,
+            allow_patterns: false,
+        };
+        config.validate("", &checks, DestinationSource::Inline)?;
+    }
+    if let Some(plugin) = &config.webhook_transform
+        && let Err(refused) = state
+            .plugins
+            .validate_config(plugin, &config.transform_config_json())
+            .await
+    {
+        return Err(FieldError::new(
+            refused.field("webhook_transform_config"),
+            format!("is refused by plugin {plugin}: {}", refused.message),
+        )
+        .into());
+    }
     let secret = fields
         .remove(SECRET_FIELD)
         .and_then(|value| value.as_str().map(str::to_owned));
@@ -144,7 +160,7 @@ async fn create(
     let Query(scope) = scope.map_err(super::ops::query_error)?;
     let body = body.map_err(|rejection| super::body_rejection(rejection, CONFIG_BODY_LIMIT))?;
     let fields = body_object(&body)?;
-    let (settings, signing_secret) = validate(&state, fields)?;
+    let (settings, signing_secret) = validate(&state, fields).await?;
     let now = now_iso();
     let saved = state
         .store
@@ -276,7 +292,7 @@ async fn update(
             fields.insert(name, value);
         }
     }
-    let (settings, signing_secret) = validate(&state, fields)?;
+    let (settings, signing_secret) = validate(&state, fields).await?;
     let updated = state
         .store
         .update_config(SavedConfig {

@@ -119,10 +119,9 @@ async fn send_once(
             timestamp: delivery.timestamp,
             payload: delivery.payload.clone(),
             request: outgoing,
-            config_json: destination
-                .transform_config
-                .as_ref()
-                .map_or_else(|| "null".to_owned(), |config| config.to_string()),
+            config_json: crate::routing::transform_config_json(
+                destination.transform_config.as_ref(),
+            ),
         };
         match context.plugins.transform(plugin, input).await {
             Ok(TransformOutcome::Send(changed)) => outgoing = changed,
@@ -158,7 +157,11 @@ async fn send_once(
             }
             Err(error) => {
                 context.metrics.plugin_errors.inc();
-                return failed(AttemptResult::Error, format!("plugin {plugin}: {error}"));
+                let result = match error.is_permanent() {
+                    true => AttemptResult::Permanent,
+                    false => AttemptResult::Error,
+                };
+                return failed(result, format!("plugin {plugin}: {error}"));
             }
         }
     }

@@ -14,13 +14,14 @@ mod gate;
 mod registry;
 pub mod runtime;
 
-pub use registry::{PluginInfo, PluginSource};
+pub use registry::{About, PluginInfo, PluginSource};
 
 use crate::config::PluginLimitsConfig;
 use crate::domain::OutgoingRequest;
-use registry::Registry;
+use registry::{Plugin, Registry};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -48,11 +49,63 @@ pub enum PluginError {
     ResultTooLarge { limit: usize },
     #[error("returned an error: {0}")]
     Failed(String),
+    /// The plugin called an import hookgate does not provide (e.g. a WASI interface).
+    #[error("called `{0}`, which hookgate does not provide to plugins")]
+    MissingImport(String),
+    /// The call failed and the plugin's `validate-config` refuses the destination's config.
+    #[error("refuses its config: {0}")]
+    BadConfig(String),
     /// Paused by its breaker after calls in a row exhausted their CPU budget (see `gate`).
     #[error("paused for {0:?} after its calls kept exhausting their CPU budget")]
     Paused(Duration),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl PluginError {
+    /// A failure that would happen again on every retry: the same component, config and
+    /// input fail the same way (plugins have no clock, randomness or I/O to differ on), so
+    /// the delivery is dead-lettered at once with the reason.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            PluginError::Load(_) | PluginError::MissingImport(_) | PluginError::BadConfig(_)
+        )
+    }
+}
+
+/// A config a plugin's `validate-config` refuses: `pointer` (RFC 6901) names the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigRefused {
+    pub pointer: String,
+    pub message: String,
+}
+
+impl ConfigRefused {
+    /// The field as the API names fields: `webhook_transform_config.channels[0]` for the
+    /// pointer `/channels/0` under `config_field`.
+    pub fn field(&self, config_field: &str) -> String {
+        let mut field = config_field.to_owned();
+        for token in self.pointer.split('/').skip(1) {
+            let token = token.replace("~1", "/").replace("~0", "~");
+            if !token.is_empty() && token.bytes().all(|byte| byte.is_ascii_digit()) {
+                field.push_str(&format!("[{token}]"));
+            } else {
+                field.push('.');
+                field.push_str(&token);
+            }
+        }
+        field
+    }
+}
+
+impl std::fmt::Display for ConfigRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pointer.as_str() {
+            "" => f.write_str(&self.message),
+            pointer => write!(f, "{pointer}: {}", self.message),
+        }
+    }
 }
 
 /// The component bytes of a bundled plugin, for tools and benchmarks.
@@ -80,6 +133,16 @@ pub enum TransformOutcome {
     Skip(String),
 }
 
+/// Where compiled plugins are kept across restarts.
+#[derive(Debug, Clone)]
+pub struct PluginCache {
+    pub dir: PathBuf,
+    /// Only this gateway uses the folder (the default one in its data folder), so versions
+    /// it no longer serves are deleted from it. A folder set in the config may be shared by
+    /// several gateways and is never pruned.
+    pub owned: bool,
+}
+
 #[derive(Clone)]
 pub struct PluginHost {
     registry: Arc<Registry>,
@@ -89,29 +152,59 @@ pub struct PluginHost {
     gates: Arc<gate::Gates>,
     /// Bounds calls at once across plugins, and so the host memory they can hold.
     slots: Arc<Semaphore>,
+    /// `validate-config` answers by plugin version and config text.
+    validated: Arc<Mutex<HashMap<String, Result<(), ConfigRefused>>>>,
 }
+
+/// How many `validate-config` answers are kept before the cache starts over.
+const VALIDATED_ANSWERS: usize = 4096;
 
 impl PluginHost {
     /// Load the bundled plugins and every component in `plugins_dir`. Files that fail to
-    /// load are reported in the listing, not fatal.
+    /// load are reported in the listing, not fatal. Compiled versions no plugin serves are
+    /// removed from an owned cache.
     pub async fn start(
         plugins_dir: PathBuf,
-        cache_dir: Option<PathBuf>,
+        cache: Option<PluginCache>,
+        limits: &PluginLimitsConfig,
+    ) -> Result<Self, PluginError> {
+        let host = Self::new(plugins_dir, cache, limits)?;
+        let registry = host.registry.clone();
+        tokio::task::spawn_blocking(move || {
+            registry.rescan();
+            registry.prune_cache();
+        })
+        .await
+        .map_err(|error| PluginError::Internal(error.to_string()))?;
+        host.describe_loaded().await;
+        Ok(host)
+    }
+
+    /// The bundled plugins and only the file of `name`, if any: for trying one plugin
+    /// without compiling the rest of the folder.
+    pub async fn start_one(
+        plugins_dir: PathBuf,
+        name: &str,
+        limits: &PluginLimitsConfig,
+    ) -> Result<Self, PluginError> {
+        let host = Self::new(plugins_dir, None, limits)?;
+        let registry = host.registry.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || registry.scan_one(&name))
+            .await
+            .map_err(|error| PluginError::Internal(error.to_string()))?;
+        Ok(host)
+    }
+
+    fn new(
+        plugins_dir: PathBuf,
+        cache: Option<PluginCache>,
         limits: &PluginLimitsConfig,
     ) -> Result<Self, PluginError> {
         runtime::engine()?;
-        let registry = Arc::new(Registry::new(plugins_dir, cache_dir, bundled::BUNDLED));
-        let scan = registry.clone();
-        tokio::task::spawn_blocking(move || scan.rescan())
-            .await
-            .map_err(|error| PluginError::Internal(error.to_string()))?;
         Ok(PluginHost {
-            registry,
-            limits: runtime::CallLimits {
-                timeout: Duration::from_millis(limits.timeout_ms),
-                max_memory_bytes: limits.max_memory_bytes,
-                max_output_bytes: limits.max_output_bytes,
-            },
+            registry: Arc::new(Registry::new(plugins_dir, cache, bundled::BUNDLED)),
+            limits: runtime::CallLimits::from(limits),
             gates: Arc::new(gate::Gates::new(gate::GatePolicy {
                 per_plugin: limits.max_concurrent_per_plugin,
                 pause_after: limits.pause_after_overruns,
@@ -122,12 +215,68 @@ impl PluginHost {
                     .max_concurrent_calls
                     .min(runtime::POOL_INSTANCES as usize),
             )),
+            validated: Arc::default(),
         })
+    }
+
+    /// Ask every compiled version that has not described itself yet to do so, so the
+    /// listing shows what a newly loaded file says about itself.
+    async fn describe_loaded(&self) {
+        for plugin in self.registry.all() {
+            if !plugin.is_described()
+                && let Some(Ok(compiled)) = plugin.compiled_if_ready()
+            {
+                self.describe(&plugin, &compiled).await;
+            }
+        }
+    }
+
+    async fn describe(&self, plugin: &Plugin, compiled: &runtime::Compiled) {
+        let about = match runtime::describe(compiled, self.limits).await {
+            Ok(about) => about.map(registry::About::from),
+            Err(error) => {
+                tracing::warn!(plugin = %plugin.info.name, %error, "the plugin's describe call failed");
+                None
+            }
+        };
+        plugin.set_about(about);
+    }
+
+    /// `plugin` compiled, on the blocking pool if this is its first use (bundled plugins
+    /// compile then), and described once compiled.
+    async fn ready(&self, plugin: &Arc<Plugin>) -> Result<runtime::Compiled, PluginError> {
+        let compiled = match plugin.compiled_if_ready() {
+            Some(compiled) => compiled?,
+            None => {
+                let compiling = plugin.clone();
+                tokio::task::spawn_blocking(move || compiling.compiled())
+                    .await
+                    .map_err(|error| {
+                        PluginError::Internal(format!("plugin compile panicked: {error}"))
+                    })??
+            }
+        };
+        if !plugin.is_described() {
+            self.describe(plugin, &compiled).await;
+        }
+        Ok(compiled)
+    }
+
+    /// The serving version of `name`; a file that failed to load with no version serving
+    /// is a load error, which retrying cannot fix.
+    fn plugin(&self, name: &str) -> Result<Arc<Plugin>, PluginError> {
+        self.registry
+            .get(name)
+            .ok_or_else(|| match self.registry.load_error(name) {
+                Some(error) => PluginError::Load(error),
+                None => PluginError::NotFound(name.to_owned()),
+            })
     }
 
     /// Poll the plugins folder every `interval` until `shutdown`.
     pub fn watch(&self, interval: Duration, shutdown: CancellationToken) {
         let registry = self.registry.clone();
+        let host = self.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -138,6 +287,7 @@ impl PluginHost {
                 if let Err(error) = tokio::task::spawn_blocking(move || scan.rescan()).await {
                     tracing::error!(%error, "plugin folder scan panicked");
                 }
+                host.describe_loaded().await;
             }
         });
     }
@@ -161,13 +311,68 @@ impl PluginHost {
 
     /// Compile `name` now (on the blocking pool) instead of at its first delivery.
     pub async fn warm(&self, name: &str) -> Result<(), PluginError> {
-        let plugin = self
-            .registry
-            .get(name)
-            .ok_or_else(|| PluginError::NotFound(name.to_owned()))?;
-        tokio::task::spawn_blocking(move || plugin.compiled().map(drop))
+        let plugin = self.plugin(name)?;
+        self.ready(&plugin).await.map(drop)
+    }
+
+    /// Ask `name`'s `validate-config` whether it accepts `config_json`. Answers are cached
+    /// per version and config. A plugin that is not installed, a 0.1.0 plugin, and a call
+    /// that fails (trap, timeout) accept: the config is then tried at delivery, where the
+    /// failure is recorded.
+    pub async fn validate_config(
+        &self,
+        name: &str,
+        config_json: &str,
+    ) -> Result<(), ConfigRefused> {
+        let Some(plugin) = self.registry.get(name) else {
+            return Ok(());
+        };
+        let key = format!("{}\n{config_json}", plugin.info.sha256);
+        if let Some(answer) = self
+            .validated
+            .lock()
+            .ok()
+            .and_then(|answers| answers.get(&key).cloned())
+        {
+            return answer;
+        }
+        let answer = match self.check_config(&plugin, config_json).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::warn!(plugin = %name, %error, "the plugin's validate-config call failed; the config is accepted unchecked");
+                Ok(())
+            }
+        };
+        if let Ok(mut answers) = self.validated.lock() {
+            // Configs are few and repeat; a flood of distinct ones only restarts the cache.
+            if answers.len() >= VALIDATED_ANSWERS {
+                answers.clear();
+            }
+            answers.insert(key, answer.clone());
+        }
+        answer
+    }
+
+    async fn check_config(
+        &self,
+        plugin: &Arc<Plugin>,
+        config_json: &str,
+    ) -> Result<Result<(), ConfigRefused>, PluginError> {
+        let compiled = self.ready(plugin).await?;
+        let _slot = self
+            .slots
+            .acquire()
             .await
-            .map_err(|error| PluginError::Internal(format!("plugin compile panicked: {error}")))?
+            .map_err(|_| PluginError::Internal("plugin host is shut down".into()))?;
+        Ok(
+            match runtime::validate_config(&compiled, self.limits, config_json).await? {
+                None | Some(Ok(())) => Ok(()),
+                Some(Err(refused)) => Err(ConfigRefused {
+                    pointer: refused.pointer,
+                    message: refused.message,
+                }),
+            },
+        )
     }
 
     pub async fn transform(
@@ -175,28 +380,17 @@ impl PluginHost {
         name: &str,
         input: TransformInput,
     ) -> Result<TransformOutcome, PluginError> {
-        let plugin = self
-            .registry
-            .get(name)
-            .ok_or_else(|| PluginError::NotFound(name.to_owned()))?;
+        let plugin = self.plugin(name)?;
         let pass = match self.gates.admit(name, &plugin.info.sha256).await {
             gate::Admission::Run(pass) => pass,
             gate::Admission::Paused(left) => return Err(PluginError::Paused(left)),
         };
-        let _slot = self
+        let slot = self
             .slots
             .acquire()
             .await
             .map_err(|_| PluginError::Internal("plugin host is shut down".into()))?;
-        // Bundled plugins compile on first use: that one time, on the blocking pool.
-        let compiled = match plugin.compiled_if_ready() {
-            Some(compiled) => compiled?,
-            None => tokio::task::spawn_blocking(move || plugin.compiled())
-                .await
-                .map_err(|error| {
-                    PluginError::Internal(format!("plugin compile panicked: {error}"))
-                })??,
-        };
+        let compiled = self.ready(&plugin).await?;
         let event = runtime::wit::Event {
             id: input.event_id,
             event_type: input.event_type,
@@ -206,6 +400,7 @@ impl PluginHost {
         let request = to_wit(input.request);
         let called =
             runtime::call(&compiled, self.limits, &event, &request, &input.config_json).await;
+        drop(slot);
         if let Some(pause) = pass.finish(matches!(called, Err(PluginError::Timeout(_)))) {
             tracing::warn!(
                 plugin = %name,
@@ -213,9 +408,19 @@ impl PluginHost {
                 "plugin paused: its calls keep exhausting their CPU budget; its deliveries wait, one probe runs after the pause"
             );
         }
-        match called? {
-            runtime::CallOutcome::Send(request) => Ok(TransformOutcome::Send(request)),
-            runtime::CallOutcome::Skip(reason) => Ok(TransformOutcome::Skip(reason)),
+        match called {
+            Ok(runtime::CallOutcome::Send(request)) => Ok(TransformOutcome::Send(request)),
+            Ok(runtime::CallOutcome::Skip(reason)) => Ok(TransformOutcome::Skip(reason)),
+            // An error may be the config's fault, which no retry mends.
+            Err(PluginError::Failed(message)) => {
+                match self.validate_config(name, &input.config_json).await {
+                    Err(refused) => Err(PluginError::BadConfig(format!(
+                        "{refused} (the call answered: {message})"
+                    ))),
+                    Ok(()) => Err(PluginError::Failed(message)),
+                }
+            }
+            Err(error) => Err(error),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The set of installed plugins and the folder scan that keeps it current.
 
-use super::PluginError;
-use super::runtime::{self, Compiled};
+use super::runtime::{self, Compiled, Contract};
+use super::{PluginCache, PluginError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -31,6 +31,37 @@ pub struct PluginInfo {
     /// Set while the plugin's breaker has it paused: milliseconds until its probe call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused_for_ms: Option<u64>,
+    /// The contract the serving version implements (`0.2.0` or `0.1.0`); `null` until it
+    /// is compiled (bundled plugins compile on first use).
+    pub contract: Option<Contract>,
+    /// What a 0.2.0 plugin says about itself.
+    pub about: Option<About>,
+    /// Imports the component declares that run code: hookgate provides none, so each traps
+    /// if called, and the delivery that called it is dead-lettered with the import's name.
+    pub trapping_imports: Vec<String>,
+}
+
+/// A 0.2.0 plugin's own description (WIT `plugin-info`).
+#[derive(Debug, Clone, Serialize)]
+pub struct About {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// A JSON Schema of its config (the plugin's text, when that is not JSON).
+    pub config_schema: Option<serde_json::Value>,
+}
+
+impl From<runtime::wit::PluginInfo> for About {
+    fn from(info: runtime::wit::PluginInfo) -> Self {
+        About {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            config_schema: info
+                .config_schema
+                .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),
+        }
+    }
 }
 
 /// A plugin version. Bundled plugins compile on first use (they are known good and most
@@ -40,13 +71,21 @@ pub struct Plugin {
     wasm: Arc<[u8]>,
     cache_dir: Option<PathBuf>,
     compiled: OnceLock<Result<Compiled, PluginError>>,
+    /// What `describe` answered (`None` for a 0.1.0 plugin or a failed call), once asked.
+    about: OnceLock<Option<About>>,
 }
 
 impl Plugin {
+    /// Compile (blocking) on first use; every later call gets the same answer.
     pub fn compiled(&self) -> Result<Compiled, PluginError> {
         self.compiled
             .get_or_init(|| {
-                runtime::compile(&self.wasm, &self.info.sha256, self.cache_dir.as_deref())
+                runtime::compile(
+                    &self.info.name,
+                    &self.wasm,
+                    &self.info.sha256,
+                    self.cache_dir.as_deref(),
+                )
             })
             .clone()
     }
@@ -54,6 +93,25 @@ impl Plugin {
     /// The compiled component if compiling is already done, without blocking.
     pub fn compiled_if_ready(&self) -> Option<Result<Compiled, PluginError>> {
         self.compiled.get().cloned()
+    }
+
+    pub fn is_described(&self) -> bool {
+        self.about.get().is_some()
+    }
+
+    pub fn set_about(&self, about: Option<About>) {
+        let _ = self.about.set(about);
+    }
+
+    /// The listing row: the version's facts, and what compiling and `describe` found.
+    fn row(&self) -> PluginInfo {
+        let mut row = self.info.clone();
+        if let Some(Ok(compiled)) = self.compiled.get() {
+            row.contract = Some(compiled.contract());
+            row.trapping_imports = compiled.trapped_imports().to_vec();
+        }
+        row.about = self.about.get().cloned().flatten();
+        row
     }
 }
 
@@ -69,7 +127,7 @@ struct FileStamp {
 
 pub struct Registry {
     plugins_dir: PathBuf,
-    cache_dir: Option<PathBuf>,
+    cache: Option<PluginCache>,
     bundled: BTreeMap<String, Arc<Plugin>>,
     files: RwLock<BTreeMap<String, Arc<Plugin>>>,
     errors: RwLock<BTreeMap<String, String>>,
@@ -79,9 +137,10 @@ pub struct Registry {
 impl Registry {
     pub fn new(
         plugins_dir: PathBuf,
-        cache_dir: Option<PathBuf>,
+        cache: Option<PluginCache>,
         bundled: &[(&str, &[u8])],
     ) -> Self {
+        let cache_dir = cache.as_ref().map(|cache| cache.dir.clone());
         let loaded_at = now_rfc3339();
         let bundled = bundled
             .iter()
@@ -95,17 +154,21 @@ impl Registry {
                         loaded_at: loaded_at.clone(),
                         path: None,
                         last_error: None,
+                        contract: None,
+                        about: None,
+                        trapping_imports: Vec::new(),
                     },
                     wasm: Arc::from(*wasm),
                     cache_dir: cache_dir.clone(),
                     compiled: OnceLock::new(),
+                    about: OnceLock::new(),
                 };
                 ((*name).to_owned(), Arc::new(plugin))
             })
             .collect();
         Registry {
             plugins_dir,
-            cache_dir,
+            cache,
             bundled,
             files: RwLock::default(),
             errors: RwLock::default(),
@@ -122,15 +185,32 @@ impl Registry {
         from_file.or_else(|| self.bundled.get(name).cloned())
     }
 
+    /// Why the newest file of `name` failed to load, if it did.
+    pub fn load_error(&self, name: &str) -> Option<String> {
+        self.errors
+            .read()
+            .ok()
+            .and_then(|errors| errors.get(name).cloned())
+    }
+
+    /// Every serving version, bundled ones a file overrides included.
+    pub fn all(&self) -> Vec<Arc<Plugin>> {
+        let mut all: Vec<Arc<Plugin>> = self.bundled.values().cloned().collect();
+        if let Ok(files) = self.files.read() {
+            all.extend(files.values().cloned());
+        }
+        all
+    }
+
     pub fn list(&self) -> Vec<PluginInfo> {
         let mut rows: BTreeMap<String, PluginInfo> = self
             .bundled
             .iter()
-            .map(|(name, plugin)| (name.clone(), plugin.info.clone()))
+            .map(|(name, plugin)| (name.clone(), plugin.row()))
             .collect();
         if let Ok(files) = self.files.read() {
             for (name, plugin) in files.iter() {
-                rows.insert(name.clone(), plugin.info.clone());
+                rows.insert(name.clone(), plugin.row());
             }
         }
         if let Ok(errors) = self.errors.read() {
@@ -148,6 +228,9 @@ impl Registry {
                     ),
                     last_error: None,
                     paused_for_ms: None,
+                    contract: None,
+                    about: None,
+                    trapping_imports: Vec::new(),
                 });
                 row.last_error = Some(error.clone());
             }
@@ -191,8 +274,13 @@ impl Registry {
             .unwrap_or_default();
         for name in removed {
             tracing::info!(plugin = %name, "plugin file removed");
-            if let Ok(mut files) = self.files.write() {
-                files.remove(&name);
+            let gone = self
+                .files
+                .write()
+                .ok()
+                .and_then(|mut files| files.remove(&name));
+            if let Some(gone) = gone {
+                self.forget_unless_served(&gone.info.sha256);
             }
         }
         if let Ok(mut errors) = self.errors.write() {
@@ -218,6 +306,49 @@ impl Registry {
         }
     }
 
+    /// Drop a compiled version that no plugin serves any more (another name may serve the
+    /// same bytes): from memory, and from the cache folder if this gateway owns it.
+    fn forget_unless_served(&self, hash: &str) {
+        if !self.served_hashes().iter().any(|served| served == hash) {
+            runtime::forget(hash, self.owned_cache_dir());
+        }
+    }
+
+    /// Delete compiled versions no plugin serves from the cache folder, if this gateway
+    /// owns it.
+    pub fn prune_cache(&self) {
+        if let Some(dir) = self.owned_cache_dir() {
+            runtime::prune_cache(dir, &self.served_hashes());
+        }
+    }
+
+    fn served_hashes(&self) -> Vec<String> {
+        self.all()
+            .iter()
+            .map(|plugin| plugin.info.sha256.clone())
+            .collect()
+    }
+
+    fn cache_dir(&self) -> Option<&Path> {
+        self.cache.as_ref().map(|cache| cache.dir.as_path())
+    }
+
+    fn owned_cache_dir(&self) -> Option<&Path> {
+        self.cache
+            .as_ref()
+            .filter(|cache| cache.owned)
+            .map(|cache| cache.dir.as_path())
+    }
+
+    /// Load only the file of `name`, if there is one, leaving the rest of the folder alone
+    /// (for `hookgate plugin run`, which needs one plugin, not every one compiled).
+    pub fn scan_one(&self, name: &str) {
+        let path = self.plugins_dir.join(format!("{name}.wasm"));
+        if path.is_file() {
+            self.load_file(name, &path);
+        }
+    }
+
     fn load_file(&self, name: &str, path: &Path) {
         let result = std::fs::read(path)
             .map_err(|error| PluginError::Load(format!("cannot read {}: {error}", path.display())))
@@ -232,7 +363,7 @@ impl Registry {
                 if same {
                     return Ok(None);
                 }
-                let compiled = runtime::compile(&wasm, &hash, self.cache_dir.as_deref())?;
+                let compiled = runtime::compile(name, &wasm, &hash, self.cache_dir())?;
                 let plugin = Plugin {
                     info: PluginInfo {
                         name: name.to_owned(),
@@ -242,10 +373,14 @@ impl Registry {
                         path: Some(path.display().to_string()),
                         last_error: None,
                         paused_for_ms: None,
+                        contract: None,
+                        about: None,
+                        trapping_imports: Vec::new(),
                     },
                     wasm: Arc::from(wasm),
-                    cache_dir: self.cache_dir.clone(),
+                    cache_dir: self.cache_dir().map(Path::to_owned),
                     compiled: OnceLock::from(Ok(compiled)),
+                    about: OnceLock::new(),
                 };
                 Ok(Some(plugin))
             });
@@ -258,9 +393,21 @@ impl Registry {
                 }
             }
             Ok(Some(plugin)) => {
-                tracing::info!(plugin = %name, sha256 = %plugin.info.sha256, "plugin loaded");
-                if let Ok(mut files) = self.files.write() {
-                    files.insert(name.to_owned(), Arc::new(plugin));
+                let row = plugin.row();
+                tracing::info!(
+                    plugin = %name,
+                    sha256 = %row.sha256,
+                    contract = ?row.contract,
+                    trapping_imports = %row.trapping_imports.join(", "),
+                    "plugin loaded"
+                );
+                let replaced = self
+                    .files
+                    .write()
+                    .ok()
+                    .and_then(|mut files| files.insert(name.to_owned(), Arc::new(plugin)));
+                if let Some(replaced) = replaced {
+                    self.forget_unless_served(&replaced.info.sha256);
                 }
                 if let Ok(mut errors) = self.errors.write() {
                     errors.remove(name);

@@ -24,16 +24,89 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, ResourceLimiter, Store};
 
+/// The two plugin contracts a component may implement: `hookgate:plugin@0.2.0`
+/// (`wit/transformer.wit`) and the first one, `@0.1.0` (`wit/v0.1.0`), which lacks
+/// `describe` and `validate-config`. Their shared types are one set of Rust types: the
+/// records are the same shape, and the component model checks shapes, not names.
 mod bindings {
-    wasmtime::component::bindgen!({
-        world: "transformer",
-        path: "wit",
-        exports: { default: async },
-    });
+    pub mod current {
+        wasmtime::component::bindgen!({
+            world: "transformer",
+            path: "wit",
+            exports: { default: async },
+        });
+    }
+    pub mod first {
+        wasmtime::component::bindgen!({
+            world: "transformer",
+            path: "wit/v0.1.0",
+            exports: { default: async },
+            with: { "hookgate:plugin/types": super::current::hookgate::plugin::types },
+        });
+    }
 }
 
-use bindings::TransformerPre;
-pub use bindings::hookgate::plugin::types as wit;
+pub use bindings::current::hookgate::plugin::types as wit;
+
+/// The contract version a component implements, as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Contract {
+    #[serde(rename = "0.2.0")]
+    Current,
+    #[serde(rename = "0.1.0")]
+    First,
+}
+
+#[derive(Clone)]
+enum Linked {
+    Current(bindings::current::TransformerPre<CallState>),
+    First(bindings::first::TransformerPre<CallState>),
+}
+
+/// The two contracts' instances, for the calls they share.
+enum Instance {
+    Current(bindings::current::Transformer),
+    First(bindings::first::Transformer),
+}
+
+impl Linked {
+    fn engine(&self) -> &Engine {
+        match self {
+            Linked::Current(pre) => pre.engine(),
+            Linked::First(pre) => pre.engine(),
+        }
+    }
+
+    async fn instantiate(&self, store: &mut Store<CallState>) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            Linked::Current(pre) => Instance::Current(pre.instantiate_async(store).await?),
+            Linked::First(pre) => Instance::First(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
+impl Instance {
+    async fn transform(
+        &self,
+        store: &mut Store<CallState>,
+        event: &wit::Event,
+        request: &wit::OutgoingRequest,
+        config_json: &str,
+    ) -> wasmtime::Result<Result<wit::Outcome, String>> {
+        match self {
+            Instance::Current(instance) => {
+                instance
+                    .call_transform(store, event, request, config_json)
+                    .await
+            }
+            Instance::First(instance) => {
+                instance
+                    .call_transform(store, event, request, config_json)
+                    .await
+            }
+        }
+    }
+}
 
 /// Epoch ticks are this long; a call's CPU budget is counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -96,23 +169,70 @@ pub fn engine() -> Result<&'static Engine, PluginError> {
 /// A compiled, linked and type-checked plugin, ready to instantiate.
 #[derive(Clone)]
 pub struct Compiled {
-    pre: TransformerPre<CallState>,
+    component: Component,
+    linked: Linked,
+    trapped_imports: Arc<[String]>,
 }
 
-/// Compile (or fetch from cache) and link `wasm`. `cache_dir` holds serialised artifacts
-/// keyed by content hash so a restart skips Cranelift.
-pub fn compile(wasm: &[u8], hash: &str, cache_dir: Option<&Path>) -> Result<Compiled, PluginError> {
-    static COMPILED: OnceLock<Mutex<HashMap<String, Compiled>>> = OnceLock::new();
-    let memory = COMPILED.get_or_init(Default::default);
-    if let Some(hit) = memory
-        .lock()
-        .ok()
-        .and_then(|cache| cache.get(hash).cloned())
-    {
-        return Ok(hit);
+impl Compiled {
+    pub fn contract(&self) -> Contract {
+        match self.linked {
+            Linked::Current(_) => Contract::Current,
+            Linked::First(_) => Contract::First,
+        }
     }
+
+    /// The component's imports that run code (interfaces with functions, and functions),
+    /// every one linked to a trap: hookgate provides plugins no imports.
+    pub fn trapped_imports(&self) -> &[String] {
+        &self.trapped_imports
+    }
+}
+
+type CompileCell = Arc<OnceLock<Result<Compiled, PluginError>>>;
+
+/// Compiled versions by content hash, shared by every app in the process.
+static COMPILED: OnceLock<Mutex<HashMap<String, CompileCell>>> = OnceLock::new();
+
+/// Compile (or fetch from cache) and link `wasm`. `cache_dir` holds serialised artifacts
+/// keyed by content hash so a restart skips Cranelift. Callers compiling the same bytes at
+/// once wait for one compile.
+pub fn compile(
+    name: &str,
+    wasm: &[u8],
+    hash: &str,
+    cache_dir: Option<&Path>,
+) -> Result<Compiled, PluginError> {
+    let cell: CompileCell = COMPILED
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| PluginError::Internal("plugin compile cache poisoned".into()))?
+        .entry(hash.to_owned())
+        .or_default()
+        .clone();
+    let compiled = cell
+        .get_or_init(|| compile_uncached(name, wasm, hash, cache_dir))
+        .clone()?;
+    // Compiled earlier for another app in this process (tests, the bench) with another
+    // cache folder: this folder gets its copy too.
+    if let Some(dir) = cache_dir {
+        let path = dir.join(format!("{hash}.cwasm"));
+        if !path.exists() {
+            write_artifact(&compiled.component, &path);
+        }
+    }
+    Ok(compiled)
+}
+
+fn compile_uncached(
+    name: &str,
+    wasm: &[u8],
+    hash: &str,
+    cache_dir: Option<&Path>,
+) -> Result<Compiled, PluginError> {
     let engine = engine()?;
-    let component = load_or_compile(engine, wasm, hash, cache_dir)?;
+    let component = load_or_compile(engine, name, wasm, hash, cache_dir)?;
+    let trapped_imports = trapped_imports(engine, &component);
     let mut linker = Linker::<CallState>::new(engine);
     linker
         .define_unknown_imports_as_traps(&component)
@@ -120,20 +240,103 @@ pub fn compile(wasm: &[u8], hash: &str, cache_dir: Option<&Path>) -> Result<Comp
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|error| PluginError::Load(format!("{error:#}")))?;
-    let pre = TransformerPre::new(pre).map_err(|error| {
-        PluginError::Load(format!(
-            "does not implement the hookgate:plugin/transformer world: {error:#}"
-        ))
-    })?;
-    let compiled = Compiled { pre };
-    if let Ok(mut cache) = memory.lock() {
-        cache.insert(hash.to_owned(), compiled.clone());
+    let linked = match bindings::current::TransformerPre::new(pre.clone()) {
+        Ok(pre) => Linked::Current(pre),
+        Err(current) => match bindings::first::TransformerPre::new(pre) {
+            Ok(pre) => Linked::First(pre),
+            Err(first) => {
+                return Err(PluginError::Load(format!(
+                    "does not implement the hookgate:plugin/transformer world: \
+                     not 0.2.0 ({current:#}), nor 0.1.0 ({first:#})"
+                )));
+            }
+        },
+    };
+    Ok(Compiled {
+        component,
+        linked,
+        trapped_imports: trapped_imports.into(),
+    })
+}
+
+/// Save `component` compiled at `path`, atomically, so a restart skips Cranelift.
+fn write_artifact(component: &Component, path: &Path) {
+    let written = component
+        .serialize()
+        .map_err(|error| std::io::Error::other(format!("{error:#}")))
+        .and_then(|artifact| {
+            // Unique per writer: gateways sharing a cache folder may write the same entry.
+            let partial = path.with_extension(format!("tmp{:016x}", fastrand::u64(..)));
+            path.parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&partial, artifact))
+                .and_then(|()| std::fs::rename(&partial, path))
+        });
+    if let Err(error) = written {
+        tracing::warn!(path = %path.display(), %error, "cannot write plugin cache entry");
     }
-    Ok(compiled)
+}
+
+/// Drop a version no longer served: from the memory cache, and its artifact from
+/// `cache_dir`. Versions still held by in-flight calls live on in those calls' handles.
+pub fn forget(hash: &str, cache_dir: Option<&Path>) {
+    if let Some(cache) = COMPILED.get()
+        && let Ok(mut cache) = cache.lock()
+    {
+        cache.remove(hash);
+    }
+    if let Some(dir) = cache_dir {
+        let _ = std::fs::remove_file(dir.join(format!("{hash}.cwasm")));
+    }
+}
+
+/// Delete artifacts in `cache_dir` of versions not in `served` (content hashes): left by
+/// files since replaced or removed, or by an older build.
+pub fn prune_cache(cache_dir: &Path, served: &[String]) {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let stale = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(".cwasm"))
+            .is_some_and(|hash| !served.iter().any(|served| served == hash));
+        if stale {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a compiled plugin no longer served")
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot remove a stale compiled plugin")
+                }
+            }
+        }
+    }
+}
+
+/// The imports that would run code if called. Type-only imports (the contract's own
+/// `types` interface) are left out: nothing can call them.
+fn trapped_imports(engine: &Engine, component: &Component) -> Vec<String> {
+    use wasmtime::component::types::ComponentItem;
+    component
+        .component_type()
+        .imports(engine)
+        .filter(|(_, import)| match &import.ty {
+            ComponentItem::ComponentInstance(instance) => instance
+                .exports(engine)
+                .any(|(_, export)| matches!(export.ty, ComponentItem::ComponentFunc(_))),
+            ComponentItem::ComponentFunc(_) | ComponentItem::CoreFunc(_) => true,
+            _ => false,
+        })
+        .map(|(name, _)| name.to_owned())
+        .collect()
 }
 
 fn load_or_compile(
     engine: &Engine,
+    name: &str,
     wasm: &[u8],
     hash: &str,
     cache_dir: Option<&Path>,
@@ -152,20 +355,19 @@ fn load_or_compile(
             }
         }
     }
+    // Cranelift takes seconds for a large component (an interpreter inside), so say so.
+    tracing::info!(plugin = %name, bytes = wasm.len(), "compiling plugin");
+    let started = std::time::Instant::now();
     let component =
         Component::new(engine, wasm).map_err(|error| PluginError::Load(format!("{error:#}")))?;
-    if let Some(path) = &cached_path
-        && let Ok(artifact) = component.serialize()
-    {
-        let partial = path.with_extension(format!("tmp{}", std::process::id()));
-        let written = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&partial, artifact))
-            .and_then(|()| std::fs::rename(&partial, path));
-        if let Err(error) = written {
-            tracing::warn!(path = %path.display(), %error, "cannot write plugin cache entry");
-        }
+    tracing::info!(
+        plugin = %name,
+        bytes = wasm.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "plugin compiled"
+    );
+    if let Some(path) = &cached_path {
+        write_artifact(&component, path);
     }
     Ok(component)
 }
@@ -176,6 +378,16 @@ pub struct CallLimits {
     pub timeout: Duration,
     pub max_memory_bytes: usize,
     pub max_output_bytes: usize,
+}
+
+impl From<&crate::config::PluginLimitsConfig> for CallLimits {
+    fn from(limits: &crate::config::PluginLimitsConfig) -> Self {
+        CallLimits {
+            timeout: Duration::from_millis(limits.timeout_ms),
+            max_memory_bytes: limits.max_memory_bytes,
+            max_output_bytes: limits.max_output_bytes,
+        }
+    }
 }
 
 /// A store's data: the memory limiter, which remembers a refused growth so the failure can
@@ -212,15 +424,9 @@ pub enum CallOutcome {
     Skip(String),
 }
 
-/// Run one transform in a fresh instance, yielding to the executor every epoch tick.
-pub async fn call(
-    compiled: &Compiled,
-    limits: CallLimits,
-    event: &wit::Event,
-    request: &wit::OutgoingRequest,
-    config_json: &str,
-) -> Result<CallOutcome, PluginError> {
-    let engine = compiled.pre.engine();
+/// A store for one call: the memory limiter, the output bound and the CPU budget, yielding
+/// to the executor every epoch tick.
+fn call_store(engine: &Engine, limits: CallLimits) -> Store<CallState> {
     let mut store = Store::new(
         engine,
         CallState {
@@ -258,36 +464,57 @@ pub async fn call(
             }),
         ))
     });
-    let result = match compiled.pre.instantiate_async(&mut store).await {
+    store
+}
+
+/// What a failed instantiation or call was, in the words attempt records use.
+fn call_error(
+    error: &wasmtime::Error,
+    store: &Store<CallState>,
+    limits: CallLimits,
+) -> PluginError {
+    let message = format!("{error:#}");
+    if let Some(import) = unknown_import(&message) {
+        return PluginError::MissingImport(clip_text(import, MAX_RECORDED_TEXT_BYTES));
+    }
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => PluginError::Timeout(limits.timeout),
+        _ if store.data().memory_refused => PluginError::MemoryLimit(limits.max_memory_bytes),
+        // wasmtime's error types for these are private; their messages are the contract.
+        None if message.contains("fuel allocated for hostcalls") => PluginError::ResultTooLarge {
+            limit: limits.max_output_bytes,
+        },
+        Some(trap) => PluginError::Trap(trap.to_string()),
+        // With a guest backtrace attached this can be long.
+        None => PluginError::Trap(clip_text(&message, MAX_RECORDED_TEXT_BYTES)),
+    }
+}
+
+/// The import named by the trap `define_unknown_imports_as_traps` links in:
+/// ``unknown import: `wasi:cli/environment@0.2.0#get-environment` has not been defined``.
+fn unknown_import(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once("unknown import: `")?;
+    rest.split_once('`').map(|(import, _)| import)
+}
+
+/// Run one transform in a fresh instance.
+pub async fn call(
+    compiled: &Compiled,
+    limits: CallLimits,
+    event: &wit::Event,
+    request: &wit::OutgoingRequest,
+    config_json: &str,
+) -> Result<CallOutcome, PluginError> {
+    let mut store = call_store(compiled.linked.engine(), limits);
+    let result = match compiled.linked.instantiate(&mut store).await {
         Ok(instance) => {
             instance
-                .call_transform(&mut store, event, request, config_json)
+                .transform(&mut store, event, request, config_json)
                 .await
         }
         Err(error) => Err(error),
     };
-    let answer = match result {
-        Ok(answer) => answer,
-        Err(error) => {
-            return Err(match error.downcast_ref::<wasmtime::Trap>() {
-                Some(wasmtime::Trap::Interrupt) => PluginError::Timeout(limits.timeout),
-                _ if store.data().memory_refused => {
-                    PluginError::MemoryLimit(limits.max_memory_bytes)
-                }
-                // wasmtime's error type for this is private; its message is the contract.
-                None if format!("{error:#}").contains("fuel allocated for hostcalls") => {
-                    PluginError::ResultTooLarge {
-                        limit: limits.max_output_bytes,
-                    }
-                }
-                Some(trap) => PluginError::Trap(trap.to_string()),
-                // With a guest backtrace attached this can be long.
-                None => {
-                    PluginError::Trap(clip_text(&format!("{error:#}"), MAX_RECORDED_TEXT_BYTES))
-                }
-            });
-        }
-    };
+    let answer = result.map_err(|error| call_error(&error, &store, limits))?;
     match answer {
         // A plugin's words end up on every attempt record and in API answers: kept short.
         Err(message) => Err(PluginError::Failed(clip_text(
@@ -325,6 +552,46 @@ pub async fn call(
     }
 }
 
+/// Ask a 0.2.0 plugin to check `config_json`, in a fresh instance. `None` for a 0.1.0
+/// plugin, which cannot say.
+pub async fn validate_config(
+    compiled: &Compiled,
+    limits: CallLimits,
+    config_json: &str,
+) -> Result<Option<Result<(), wit::ConfigError>>, PluginError> {
+    let Linked::Current(pre) = &compiled.linked else {
+        return Ok(None);
+    };
+    let mut store = call_store(pre.engine(), limits);
+    let result = match pre.instantiate_async(&mut store).await {
+        Ok(instance) => instance.call_validate_config(&mut store, config_json).await,
+        Err(error) => Err(error),
+    };
+    let answer = result.map_err(|error| call_error(&error, &store, limits))?;
+    Ok(Some(answer.map_err(|error| wit::ConfigError {
+        pointer: clip_text(&error.pointer, MAX_RECORDED_TEXT_BYTES),
+        message: clip_text(&error.message, MAX_RECORDED_TEXT_BYTES),
+    })))
+}
+
+/// Ask a 0.2.0 plugin to describe itself, in a fresh instance. `None` for a 0.1.0 plugin.
+pub async fn describe(
+    compiled: &Compiled,
+    limits: CallLimits,
+) -> Result<Option<wit::PluginInfo>, PluginError> {
+    let Linked::Current(pre) = &compiled.linked else {
+        return Ok(None);
+    };
+    let mut store = call_store(pre.engine(), limits);
+    let result = match pre.instantiate_async(&mut store).await {
+        Ok(instance) => instance.call_describe(&mut store).await,
+        Err(error) => Err(error),
+    };
+    result
+        .map(Some)
+        .map_err(|error| call_error(&error, &store, limits))
+}
+
 /// For the benchmark that chose the isolation mode: the per-call times of `calls` calls into
 /// one instance that is reused, which the gateway does not do.
 pub async fn time_reused_instance(
@@ -335,7 +602,7 @@ pub async fn time_reused_instance(
     calls: usize,
 ) -> Result<Vec<Duration>, PluginError> {
     let mut store = Store::new(
-        compiled.pre.engine(),
+        compiled.linked.engine(),
         CallState {
             max_memory_bytes: usize::MAX,
             memory_refused: false,
@@ -343,15 +610,15 @@ pub async fn time_reused_instance(
     );
     store.set_epoch_deadline(u64::MAX / 2);
     let instance = compiled
-        .pre
-        .instantiate_async(&mut store)
+        .linked
+        .instantiate(&mut store)
         .await
         .map_err(|error| PluginError::Trap(format!("{error:#}")))?;
     let mut times = Vec::with_capacity(calls);
     for _ in 0..calls {
         let started = std::time::Instant::now();
         instance
-            .call_transform(&mut store, event, request, config_json)
+            .transform(&mut store, event, request, config_json)
             .await
             .map_err(|error| PluginError::Trap(format!("{error:#}")))?
             .map_err(PluginError::Failed)?;

@@ -38,24 +38,80 @@ pub enum Outcome {
 
 /// A transform plugin, written against the plain types above.
 pub trait Plugin {
+    /// A JSON Schema of the config, shown by `GET /api/v1/plugins`; `None` documents none.
+    const CONFIG_SCHEMA: Option<&'static str> = None;
+
+    /// Refuse a config no delivery could succeed with, naming the field. The gateway asks
+    /// before it accepts an event or saves a configuration naming the plugin. The default
+    /// accepts any JSON.
+    fn validate_config(config: &str) -> Result<(), ConfigError> {
+        serde_json::from_str::<Value>(config)
+            .map(drop)
+            .map_err(|e| ConfigError::whole(format!("is not valid JSON: {e}")))
+    }
+
     fn transform(event: Event, request: Request, config: &str) -> Result<Outcome, String>;
+}
+
+/// What is wrong with a config (mirror of WIT `config-error`): `pointer` is an RFC 6901
+/// pointer into the config, empty for the config as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub pointer: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A problem with the field `key` of the config object.
+    pub fn field(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            pointer: format!("/{}", key.replace('~', "~0").replace('/', "~1")),
+            message: message.into(),
+        }
+    }
+
+    /// A problem with the config as a whole.
+    pub fn whole(message: impl Into<String>) -> Self {
+        Self {
+            pointer: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pointer.strip_prefix('/') {
+            None => write!(f, "config {}", self.message),
+            Some(field) => write!(f, "config field `{field}` {}", self.message),
+        }
+    }
+}
+
+impl From<ConfigError> for String {
+    fn from(error: ConfigError) -> String {
+        error.to_string()
+    }
 }
 
 /// Parses `config` as a JSON object (or `null`, read as empty) whose keys are all in
 /// `allowed`; rejecting unknown keys turns typos into a recorded error instead of a silent
 /// default.
-pub fn parse_config(config: &str, allowed: &[&str]) -> Result<Map<String, Value>, String> {
-    let value: Value =
-        serde_json::from_str(config).map_err(|e| format!("config is not valid JSON: {e}"))?;
+pub fn parse_config(config: &str, allowed: &[&str]) -> Result<Map<String, Value>, ConfigError> {
+    let value: Value = serde_json::from_str(config)
+        .map_err(|e| ConfigError::whole(format!("is not valid JSON: {e}")))?;
     let map = match value {
         Value::Null => Map::new(),
         Value::Object(map) => map,
-        _ => return Err("config must be a JSON object or null".into()),
+        _ => return Err(ConfigError::whole("must be a JSON object or null")),
     };
     if let Some(key) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(format!(
-            "config field `{key}` is not recognised (expected one of: {})",
-            allowed.join(", ")
+        return Err(ConfigError::field(
+            key,
+            format!(
+                "is not recognised (expected one of: {})",
+                allowed.join(", ")
+            ),
         ));
     }
     Ok(map)
@@ -65,12 +121,31 @@ pub fn parse_config(config: &str, allowed: &[&str]) -> Result<Map<String, Value>
 pub fn config_str<'a>(
     config: &'a Map<String, Value>,
     key: &str,
-) -> Result<Option<&'a str>, String> {
+) -> Result<Option<&'a str>, ConfigError> {
     match config.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(format!("config field `{key}` must be a string")),
+        Some(_) => Err(ConfigError::field(key, "must be a string")),
     }
+}
+
+/// The property names a config JSON Schema allows, sorted, when it refuses any other
+/// (`additionalProperties: false`); `None` otherwise. For plugins' tests that tie their
+/// schema to their parser.
+pub fn closed_schema_keys(schema: &str) -> Option<Vec<String>> {
+    let schema: Value = serde_json::from_str(schema).ok()?;
+    if schema.get("additionalProperties") != Some(&Value::Bool(false)) {
+        return None;
+    }
+    let keys = schema.get("properties")?.as_object()?.keys().cloned();
+    Some(sorted(&keys.collect::<Vec<_>>()))
+}
+
+/// `keys` as owned strings, sorted.
+pub fn sorted(keys: &[impl AsRef<str>]) -> Vec<String> {
+    let mut keys: Vec<String> = keys.iter().map(|key| key.as_ref().to_owned()).collect();
+    keys.sort();
+    keys
 }
 
 /// The canonical payload `{"event_id","event_type","timestamp","data"}`, kept whole in `raw`
@@ -180,12 +255,19 @@ pub fn rfc3339_millis(ts: f64) -> Result<String, String> {
     ))
 }
 
-/// Exports a [`Plugin`] implementation as the component's `transform`.
+/// Exports a [`Plugin`] implementation as the component's `describe`, `validate-config` and
+/// `transform`. `describe` answers with the plugin crate's package name, version and
+/// description from its `Cargo.toml`.
 #[macro_export]
 macro_rules! plugin {
     ($ty:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
+            impl $crate::glue::Described for $ty {
+                const NAME: &'static str = env!("CARGO_PKG_NAME");
+                const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+                const DESCRIPTION: &'static str = env!("CARGO_PKG_DESCRIPTION");
+            }
             type HookgatePluginExport = $crate::glue::Adapter<$ty>;
     $crate::glue::export!(HookgatePluginExport with_types_in $crate::glue);
         };
@@ -215,7 +297,31 @@ pub mod glue {
 
     pub struct Adapter<P>(core::marker::PhantomData<P>);
 
-    impl<P: super::Plugin> Guest for Adapter<P> {
+    /// What `describe` says; implemented by [`plugin!`](crate::plugin) from the plugin
+    /// crate's `Cargo.toml`.
+    pub trait Described {
+        const NAME: &'static str;
+        const VERSION: &'static str;
+        const DESCRIPTION: &'static str;
+    }
+
+    impl<P: super::Plugin + Described> Guest for Adapter<P> {
+        fn describe() -> wit::PluginInfo {
+            wit::PluginInfo {
+                name: P::NAME.into(),
+                version: P::VERSION.into(),
+                description: P::DESCRIPTION.into(),
+                config_schema: P::CONFIG_SCHEMA.map(Into::into),
+            }
+        }
+
+        fn validate_config(config: String) -> Result<(), wit::ConfigError> {
+            P::validate_config(&config).map_err(|error| wit::ConfigError {
+                pointer: error.pointer,
+                message: error.message,
+            })
+        }
+
         fn transform(
             event: wit::Event,
             request: wit::OutgoingRequest,
@@ -308,12 +414,12 @@ mod tests {
     fn config_checks() {
         assert!(parse_config("null", &["a"]).unwrap().is_empty());
         assert!(parse_config("[]", &["a"]).is_err());
-        assert!(
-            parse_config(r#"{"b":1}"#, &["a"])
-                .unwrap_err()
-                .contains("`b`")
-        );
+        let unknown = parse_config(r#"{"b":1}"#, &["a"]).unwrap_err();
+        assert_eq!(unknown.pointer, "/b");
+        assert!(unknown.to_string().contains("`b`"));
         let m = parse_config(r#"{"a":1}"#, &["a"]).unwrap();
-        assert!(config_str(&m, "a").unwrap_err().contains("`a`"));
+        assert_eq!(config_str(&m, "a").unwrap_err().pointer, "/a");
+        assert_eq!(ConfigError::field("a/b~c", "x").pointer, "/a~1b~0c");
+        assert_eq!(parse_config("{", &[]).unwrap_err().pointer, "");
     }
 }

@@ -6,9 +6,11 @@
 //! written by hand against the canonical ABI of `hookgate:plugin/transformer@0.1.0`.
 
 #![cfg(target_arch = "wasm32")]
+// The generated ABI shims flatten records into one parameter per field.
+#![allow(clippy::too_many_arguments)]
 
 wit_bindgen::generate!({
-    path: "../../../wit",
+    path: "../../../wit/v0.1.0",
     world: "transformer",
 });
 
