@@ -45,15 +45,23 @@ fn main() {
     );
 }
 
-/// Rebuild when any plugin source changes; plugins/target (a developer's own build of the
-/// workspace) is skipped, or every build would invalidate the next.
+/// Build output and installed tools under plugins/: a developer's own build of a workspace
+/// (`target`), the JavaScript and Python examples' tools, and built components. Watching
+/// them would make every build invalidate the next, or watch thousands of files.
+const NOT_SOURCES: &[&str] = &["target", "node_modules", ".venv", "__pycache__"];
+
+/// Rebuild when any plugin source changes.
 fn watch_sources(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.file_name().is_some_and(|name| name == "target") {
+        let skipped = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| NOT_SOURCES.contains(&name) || name.ends_with(".wasm"));
+        if skipped {
             continue;
         }
         if path.is_dir() {
@@ -88,15 +96,25 @@ fn ensure_target_installed() {
     }
 }
 
+/// Build the plugins workspace and the Rust example (a project of its own, as an author's
+/// would be) into one target folder; returns the folder holding the components.
 fn build_plugins(root: &Path) -> PathBuf {
     ensure_target_installed();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = root.join("target").join("plugins-wasm");
+    for project in [root.join("plugins"), root.join("plugins/examples/rust")] {
+        build_workspace(&project, &target_dir);
+    }
+    target_dir.join(TARGET).join("release")
+}
+
+fn build_workspace(project: &Path, target_dir: &Path) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .env_clear()
-        // plugins/.cargo/config.toml (wasm link flags) is found from the working directory.
-        .current_dir(root.join("plugins"))
+        // The project's .cargo/config.toml (wasm link flags) is found from the working
+        // directory.
+        .current_dir(project)
         .args([
             "build",
             "--release",
@@ -105,9 +123,9 @@ fn build_plugins(root: &Path) -> PathBuf {
             TARGET,
             "--manifest-path",
         ])
-        .arg(root.join("plugins").join("Cargo.toml"))
+        .arg(project.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target_dir);
+        .arg(target_dir);
     for kept in [
         "PATH",
         "HOME",
@@ -125,9 +143,9 @@ fn build_plugins(root: &Path) -> PathBuf {
         .unwrap_or_else(|error| panic!("cannot run cargo to build the plugins: {error}"));
     if !status.success() {
         panic!(
-            "building the transform plugins failed ({status}); is the target installed? \
-             run `rustup target add {TARGET}`"
+            "building the transform plugins in {} failed ({status}); is the target \
+             installed? run `rustup target add {TARGET}`",
+            project.display()
         );
     }
-    target_dir.join(TARGET).join("release")
 }

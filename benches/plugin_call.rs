@@ -1,8 +1,14 @@
-//! Per-call cost of the bundled `inngest` plugin on a 1 KB event, in the isolation mode the
-//! gateway uses (a fresh instance per call from a pre-linked `InstancePre`), beside a native
-//! Rust function doing the same transform, measured in the same run. Prints median and p99.
+//! Per-call cost of transform plugins on a 1 KB event, in the isolation mode the gateway uses
+//! (a fresh instance per call from a pre-linked `InstancePre`), beside native Rust doing the
+//! same transform, measured in the same run. Prints median and p99.
 //!
-//! `cargo bench --bench plugin_call`
+//! Two parts: the bundled `inngest` plugin; then the example plugin of `plugins/examples` in
+//! each language (Rust always; JavaScript and Python when their `my_plugin.wasm` has been
+//! built with the example's `build.sh`), with each component's first load (Cranelift, no
+//! cache) and its load from the compiled cache.
+//!
+//! `cargo bench --bench plugin_call [-- LANGUAGE...]`: naming languages (`rust`,
+//! `javascript`, `python`) runs only those examples, e.g. under a profiler.
 
 use hookgate::plugin::runtime::{self, CallLimits, CallOutcome, wit};
 use hookgate::plugin::{PluginHost, TransformInput};
@@ -62,6 +68,18 @@ fn summarize(name: &str, mut samples: Vec<Duration>) -> (f64, f64) {
 }
 
 fn main() {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .map(|arg| arg.to_lowercase())
+        .collect();
+    if only.is_empty() {
+        inngest();
+    }
+    languages(&only);
+}
+
+fn inngest() {
     let payload = payload_1kb();
     let request = hookgate::domain::OutgoingRequest {
         url: "https://inn.gs/e/key".into(),
@@ -174,4 +192,104 @@ fn main() {
         wasm_median / native_median,
         wasm_p99 / native_p99
     );
+}
+
+/// The example plugin in each language that has been built, beside the same header added
+/// natively.
+fn languages(only: &[String]) {
+    let payload = payload_1kb();
+    let request = wit::OutgoingRequest {
+        url: "https://example.com/hook".into(),
+        headers: vec![wit::Header {
+            name: "Content-Type".into(),
+            value: "application/json".into(),
+        }],
+        body: payload.clone().into_bytes(),
+    };
+    let event = wit::Event {
+        id: "0c2a9a36-31f3-4b9f-9a1e-5b1b8f0f4e21".into(),
+        event_type: "parse.success".into(),
+        timestamp: 1753985275.1154444,
+        payload,
+    };
+    let config = r#"{"header":"X-Team","value":"docs"}"#;
+    let limits = CallLimits {
+        timeout: Duration::from_millis(1000),
+        max_memory_bytes: 64 << 20,
+        max_output_bytes: 4 << 20,
+    };
+    println!();
+    println!("the example plugin (adds one header) on a 1 KB event:");
+    let mut native = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let started = Instant::now();
+        let mut copy = request.clone();
+        let parsed: serde_json::Value = serde_json::from_str(black_box(config)).unwrap();
+        copy.headers.push(wit::Header {
+            name: parsed["header"].as_str().unwrap().to_owned(),
+            value: parsed["value"].as_str().unwrap().to_owned(),
+        });
+        black_box(copy);
+        native.push(started.elapsed());
+    }
+    let (native_median, _) = summarize("native Rust", native);
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/examples");
+    let built = [
+        (
+            "Rust",
+            std::path::Path::new(env!("HOOKGATE_BUILT_PLUGINS_DIR")).join("my_plugin.wasm"),
+        ),
+        ("JavaScript", examples.join("js/my_plugin.wasm")),
+        ("Python", examples.join("python/my_plugin.wasm")),
+    ];
+    let executor = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (language, path) in built {
+        if !only.is_empty() && !only.contains(&language.to_lowercase()) {
+            continue;
+        }
+        let Ok(wasm) = std::fs::read(&path) else {
+            println!("{language:<10} not built ({}): skipped", path.display());
+            continue;
+        };
+        let cache = tempfile::tempdir().unwrap();
+        let hash = format!("bench-{language}-{}", wasm.len());
+        let started = Instant::now();
+        let compiled = runtime::compile(language, &wasm, &hash, Some(cache.path())).unwrap();
+        let first_load = started.elapsed();
+        runtime::forget(&hash, None);
+        let started = Instant::now();
+        runtime::compile(language, &wasm, &hash, Some(cache.path())).unwrap();
+        let cached_load = started.elapsed();
+        let calls = if wasm.len() > 1 << 20 {
+            CALLS / 10
+        } else {
+            CALLS
+        };
+        let samples = executor.block_on(async {
+            let mut samples = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let started = Instant::now();
+                let outcome = runtime::call(&compiled, limits, &event, &request, config)
+                    .await
+                    .unwrap();
+                samples.push(started.elapsed());
+                assert!(matches!(outcome, CallOutcome::Send(_)));
+            }
+            samples
+        });
+        println!(
+            "{language:<10} {:>6.1} MB: first load {:>6.2} s, from the compiled cache {:>6.1} ms",
+            wasm.len() as f64 / 1e6,
+            first_load.as_secs_f64(),
+            cached_load.as_secs_f64() * 1e3
+        );
+        let (median, _) = summarize(&format!("  {language}, {calls} calls"), samples);
+        println!(
+            "  {language} ÷ native: median {:.1}×",
+            median / native_median
+        );
+    }
 }

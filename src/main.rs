@@ -88,6 +88,18 @@ enum PluginCommand {
         #[arg(long)]
         plugins_dir: Option<PathBuf>,
     },
+    /// Write a new plugin project (Rust, JavaScript or Python) that builds, with one
+    /// command, into NAME.wasm.
+    New {
+        /// The plugin's name: lower-case letters, digits and `_`; it becomes NAME.wasm and
+        /// what destinations put in webhook_transform.
+        name: String,
+        #[arg(long, value_enum)]
+        lang: hookgate::plugin::new::Lang,
+        /// Where to write the project [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Load a .wasm component as the gateway would and say what it is: the contract it
     /// implements, what it says about itself, and the imports that would trap if called.
     Check {
@@ -130,6 +142,12 @@ fn main() -> Result<()> {
             Command::Plugin {
                 command: PluginCommand::Check { file, config },
             } => hookgate::plugin::cli::check(&file, config.as_deref()).await,
+            Command::Plugin {
+                command: PluginCommand::New { name, lang, dir },
+            } => {
+                let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+                hookgate::plugin::new::new(&name, lang, &dir)
+            }
         }
     })
 }

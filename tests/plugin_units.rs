@@ -2,28 +2,14 @@
 //! modes, filter conditions, the shared helpers), run natively as part of the suite: the
 //! plugins are a separate workspace, so the root `cargo test` would not reach them.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 #[test]
 fn the_plugins_unit_tests_pass() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    // A clean environment, as build.rs builds the plugins: the outer cargo's variables
-    // would point this build at the gateway's target and flags.
-    command.env_clear();
-    for kept in [
-        "PATH",
-        "HOME",
-        "CARGO_HOME",
-        "RUSTUP_HOME",
-        "RUSTUP_TOOLCHAIN",
-    ] {
-        if let Ok(value) = std::env::var(kept) {
-            command.env(kept, value);
-        }
-    }
-    let output = command
+    let output = common::clean_command(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root.join("plugins"))
         .args(["test", "--locked", "--workspace", "--target-dir"])
         .arg(root.join("target").join("plugins-native"))

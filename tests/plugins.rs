@@ -1505,3 +1505,75 @@ async fn the_rust_example_delivers_and_checks_its_config() {
     .unwrap();
     assert_eq!(row["about"]["name"], "my-plugin", "{row:#}");
 }
+
+/// Run a project's `build.sh` as its author would, in a clean environment, with `extra` set.
+fn run_build_script(project: &Path, extra: &[(&str, &Path)]) {
+    let mut command = clean_command(project.join("build.sh"));
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    let output = command.output().expect("build.sh runs");
+    assert!(
+        output.status.success(),
+        "{} failed: {}\n{}",
+        project.join("build.sh").display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn plugin_new_writes_a_rust_project_that_builds_and_delivers() {
+    let temp = tempfile::tempdir().unwrap();
+    let project = temp.path().join("demo_hook");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["plugin", "new", "demo_hook", "--lang", "rust", "--dir"])
+        .arg(&project)
+        .output()
+        .expect("hookgate runs");
+    let stdout = stdout_of(&output);
+    assert!(stdout.contains("./build.sh"), "{stdout}");
+    for file in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src/lib.rs",
+        "wit/transformer.wit",
+        "README.md",
+        "event.json",
+    ] {
+        assert!(project.join(file).is_file(), "{file} written");
+    }
+    // The same again is refused: the folder is not empty.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["plugin", "new", "demo_hook", "--lang", "rust", "--dir"])
+        .arg(&project)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let bad_name = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["plugin", "new", "Demo-Hook", "--lang", "rust"])
+        .current_dir(temp.path())
+        .output()
+        .unwrap();
+    assert!(!bad_name.status.success());
+    assert!(String::from_utf8_lossy(&bad_name.stderr).contains("is not a plugin name"));
+
+    // Kept between runs, so only the first run compiles the dependencies.
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plugin-new");
+    run_build_script(&project, &[("CARGO_TARGET_DIR", &target)]);
+    let built =
+        std::fs::read(project.join("demo_hook.wasm")).expect("build.sh wrote demo_hook.wasm");
+
+    let (app, dir) = gateway(&[], |_| {}).await;
+    install_bytes(&dir, "demo_hook", &built);
+    wait_serving(&app, "demo_hook", &sha256_of(&built)).await;
+    let receiver = Receiver::start().await;
+    let request = deliver_through(&app, &receiver, "demo_hook").await;
+    assert_eq!(request.header("x-source").as_deref(), Some("hookgate"));
+    let row = wait_plugin(&app, "demo_hook", "described", |row| {
+        row.is_some_and(|row| !row["about"].is_null())
+    })
+    .await
+    .unwrap();
+    assert_eq!(row["about"]["name"], "demo-hook", "{row:#}");
+}

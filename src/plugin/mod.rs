@@ -11,6 +11,7 @@
 
 pub mod cli;
 mod gate;
+pub mod new;
 mod registry;
 pub mod runtime;
 

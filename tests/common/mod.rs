@@ -236,3 +236,24 @@ pub fn delivery_id(accepted: &Value, index: usize) -> String {
         .unwrap_or_else(|| panic!("no delivery {index} in {accepted}"))
         .to_owned()
 }
+
+/// `program` with only the variables a nested build needs (the tools' homes, the path): the
+/// test's own cargo variables would point a nested cargo at the gateway's target and flags.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    command.env_clear();
+    for kept in [
+        "PATH",
+        "HOME",
+        "LANG",
+        "TMPDIR",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+    ] {
+        if let Ok(value) = std::env::var(kept) {
+            command.env(kept, value);
+        }
+    }
+    command
+}

@@ -25,13 +25,15 @@ fn header(config: &str) -> Result<(String, String), ConfigError> {
         };
     };
     for (key, value) in fields {
+        // An RFC 6901 pointer: `~` and `/` in a key are escaped.
+        let pointer = format!("/{}", key.replace('~', "~0").replace('/', "~1"));
         let text = value
             .as_str()
-            .ok_or_else(|| refuse(&format!("/{key}"), "must be a string"));
+            .ok_or_else(|| refuse(&pointer, "must be a string"));
         match key.as_str() {
             "header" => header.0 = text?.to_string(),
             "value" => header.1 = text?.to_string(),
-            _ => return Err(refuse(&format!("/{key}"), "is not a field (header, value)")),
+            _ => return Err(refuse(&pointer, "is not a field (header, value)")),
         }
     }
     Ok(header)
