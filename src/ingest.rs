@@ -182,6 +182,34 @@ impl QueueCap {
     }
 }
 
+/// One inline destination whose plugin is to be asked about its config.
+struct PluginConfigCheck {
+    plugin: String,
+    config_json: String,
+    /// The config's field as the 422 names it, e.g.
+    /// `events[1].webhook_configurations[0].webhook_transform_config`.
+    field: String,
+}
+
+fn plugin_config_checks(events: &[IngestEvent], in_batch: bool) -> Vec<PluginConfigCheck> {
+    let mut checks = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        for (position, config) in event.webhook_configurations.iter().flatten().enumerate() {
+            if let Some(plugin) = &config.webhook_transform {
+                checks.push(PluginConfigCheck {
+                    plugin: plugin.clone(),
+                    config_json: config.transform_config_json(),
+                    field: format!(
+                        "{}webhook_configurations[{position}].webhook_transform_config",
+                        field_prefix(in_batch, index)
+                    ),
+                });
+            }
+        }
+    }
+    checks
+}
+
 fn saturating_sub(counter: &AtomicU64, amount: u64) {
     // The closure always returns Some, so the update cannot fail.
     let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |value| {
@@ -211,31 +239,19 @@ impl Ingest {
     /// Ask each inline destination's plugin whether it accepts its
     /// `webhook_transform_config`, so a config no delivery could succeed with is a 422
     /// naming the field instead of a delivery that fails every attempt. Saved
-    /// configurations were asked when they were saved.
-    async fn check_plugin_configs(
-        &self,
-        events: &[IngestEvent],
-        in_batch: bool,
-    ) -> Result<(), FieldError> {
-        for (index, event) in events.iter().enumerate() {
-            for (position, config) in event.webhook_configurations.iter().flatten().enumerate() {
-                let Some(plugin) = &config.webhook_transform else {
-                    continue;
-                };
-                if let Err(refused) = self
-                    .plugins
-                    .validate_config(plugin, &config.transform_config_json())
-                    .await
-                {
-                    let config_field = format!(
-                        "{}webhook_configurations[{position}].webhook_transform_config",
-                        field_prefix(in_batch, index)
-                    );
-                    return Err(FieldError::new(
-                        refused.field(&config_field),
-                        format!("is refused by plugin {plugin}: {}", refused.message),
-                    ));
-                }
+    /// configurations were asked when they were saved. `checks` comes from
+    /// `plugin_config_checks`, taken before the events were prepared (which consumes them).
+    async fn check_plugin_configs(&self, checks: Vec<PluginConfigCheck>) -> Result<(), FieldError> {
+        for check in checks {
+            if let Err(refused) = self
+                .plugins
+                .validate_config(&check.plugin, &check.config_json)
+                .await
+            {
+                return Err(FieldError::new(
+                    refused.field(&check.field),
+                    format!("is refused by plugin {}: {}", check.plugin, refused.message),
+                ));
             }
         }
         Ok(())
@@ -250,13 +266,16 @@ impl Ingest {
         in_batch: bool,
     ) -> Result<Vec<Accepted>, IngestError> {
         let saved = self.load_saved_configs(&events, in_batch).await?;
-        self.check_plugin_configs(&events, in_batch).await?;
+        let plugin_checks = plugin_config_checks(&events, in_batch);
         let timestamp = unix_seconds_now();
         let mut prepared = Vec::with_capacity(events.len());
         for (index, event) in events.into_iter().enumerate() {
             let prefix = field_prefix(in_batch, index);
             prepared.push(self.prepare(event, &prefix, &saved, timestamp)?);
         }
+        // After every event's own fields passed, so the first bad field is named first and
+        // no plugin runs for a request refused anyway.
+        self.check_plugin_configs(plugin_checks).await?;
         let reserved: u64 = prepared
             .iter()
             .map(|event| event.deliveries.len() as u64)

@@ -115,7 +115,7 @@ async fn delivers_through(name: &str, lang: &str) {
         .find(|row| row["name"] == name)
         .expect("listed");
     assert_eq!(row["contract"], "0.2.0", "{row:#}");
-    assert_eq!(row["about"]["name"], name.replace('_', "-"), "{row:#}");
+    assert_eq!(row["about"]["name"], name, "{row:#}");
     assert_eq!(
         row["trapping_imports"],
         json!([]),

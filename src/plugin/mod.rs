@@ -8,8 +8,14 @@
 //! polled; a changed file is hashed and compiled off to the side, and only a component that
 //! compiled and type-checked replaces the serving version, so a half-written or corrupt file
 //! never serves a delivery. Calls hold their own handle to the version they started with.
+//!
+//! Configs are checked before use: ingest, config saves and start ask the plugin's
+//! `validate-config` (answers cached per version and config text), and a `transform` error
+//! after which the plugin refuses its config is a permanent failure. Each version describes
+//! itself once, after it compiles, for the listing.
 
 pub mod cli;
+mod compile;
 mod gate;
 pub mod new;
 mod registry;
@@ -50,6 +56,9 @@ pub enum PluginError {
     ResultTooLarge { limit: usize },
     #[error("returned an error: {0}")]
     Failed(String),
+    /// The component does not implement either plugin contract.
+    #[error("failed to load: {0}")]
+    WrongWorld(String),
     /// The plugin called an import hookgate does not provide (e.g. a WASI interface).
     #[error("called `{0}`, which hookgate does not provide to plugins")]
     MissingImport(String),
@@ -66,11 +75,13 @@ pub enum PluginError {
 impl PluginError {
     /// A failure that would happen again on every retry: the same component, config and
     /// input fail the same way (plugins have no clock, randomness or I/O to differ on), so
-    /// the delivery is dead-lettered at once with the reason.
+    /// the delivery is dead-lettered at once with the reason. A file that could not be read
+    /// or parsed is not one: it may have been caught half-copied, and the next scan reads it
+    /// whole.
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            PluginError::Load(_) | PluginError::MissingImport(_) | PluginError::BadConfig(_)
+            PluginError::WrongWorld(_) | PluginError::MissingImport(_) | PluginError::BadConfig(_)
         )
     }
 }
@@ -87,9 +98,21 @@ impl ConfigRefused {
     /// pointer `/channels/0` under `config_field`.
     pub fn field(&self, config_field: &str) -> String {
         let mut field = config_field.to_owned();
-        for token in self.pointer.split('/').skip(1) {
+        let tokens: Vec<&str> = match self.pointer.as_str() {
+            "" => Vec::new(),
+            // A pointer without its leading `/` (an easy slip) names one key, not its tail.
+            pointer => match pointer.strip_prefix('/') {
+                Some(path) => path.split('/').collect(),
+                None => vec![pointer],
+            },
+        };
+        for token in tokens {
             let token = token.replace("~1", "/").replace("~0", "~");
-            if !token.is_empty() && token.bytes().all(|byte| byte.is_ascii_digit()) {
+            if token.is_empty() {
+                field.push_str("[\"\"]");
+            } else if token.bytes().all(|byte| byte.is_ascii_digit()) {
+                // An array index, or an object key of digits: RFC 6901 does not tell them
+                // apart, and neither can this.
                 field.push_str(&format!("[{token}]"));
             } else {
                 field.push('.');
@@ -178,7 +201,21 @@ impl PluginHost {
         .await
         .map_err(|error| PluginError::Internal(error.to_string()))?;
         host.describe_loaded().await;
+        host.warm_bundled_in_background();
         Ok(host)
+    }
+
+    /// Compile the bundled plugins off the request path, so no first delivery waits for
+    /// Cranelift and the listing shows what each one is.
+    fn warm_bundled_in_background(&self) {
+        let host = self.clone();
+        tokio::spawn(async move {
+            for plugin in host.registry.bundled() {
+                if let Err(error) = host.ready(&plugin).await {
+                    tracing::error!(plugin = %plugin.info.name, %error, "a bundled plugin failed to compile");
+                }
+            }
+        });
     }
 
     /// The bundled plugins and only the file of `name`, if any: for trying one plugin
@@ -233,9 +270,16 @@ impl PluginHost {
     }
 
     async fn describe(&self, plugin: &Plugin, compiled: &runtime::Compiled) {
-        let about = match runtime::describe(compiled, self.limits).await {
+        let Ok(slot) = self.slot().await else {
+            return;
+        };
+        let described = runtime::describe(compiled, self.limits).await;
+        drop(slot);
+        let about = match described {
             Ok(about) => about.map(registry::About::from),
             Err(error) => {
+                // Asked once per version: a plugin whose describe fails is listed without
+                // a description rather than asked again on every call.
                 tracing::warn!(plugin = %plugin.info.name, %error, "the plugin's describe call failed");
                 None
             }
@@ -263,13 +307,13 @@ impl PluginHost {
         Ok(compiled)
     }
 
-    /// The serving version of `name`; a file that failed to load with no version serving
-    /// is a load error, which retrying cannot fix.
+    /// The serving version of `name`; with none serving, why its file failed to load, if it
+    /// did (permanent only when the component implements no contract).
     fn plugin(&self, name: &str) -> Result<Arc<Plugin>, PluginError> {
         self.registry
             .get(name)
             .ok_or_else(|| match self.registry.load_error(name) {
-                Some(error) => PluginError::Load(error),
+                Some(error) => error,
                 None => PluginError::NotFound(name.to_owned()),
             })
     }
@@ -340,8 +384,10 @@ impl PluginHost {
         let answer = match self.check_config(&plugin, config_json).await {
             Ok(answer) => answer,
             Err(error) => {
+                // Not cached: a timeout on a busy machine or a paused plugin may answer
+                // next time.
                 tracing::warn!(plugin = %name, %error, "the plugin's validate-config call failed; the config is accepted unchecked");
-                Ok(())
+                return Ok(());
             }
         };
         if let Ok(mut answers) = self.validated.lock() {
@@ -360,20 +406,35 @@ impl PluginHost {
         config_json: &str,
     ) -> Result<Result<(), ConfigRefused>, PluginError> {
         let compiled = self.ready(plugin).await?;
-        let _slot = self
-            .slots
+        // Through the plugin's gate like any call: a spinning validate-config counts
+        // toward its breaker, and a paused plugin is not called.
+        let pass = match self
+            .gates
+            .admit(&plugin.info.name, &plugin.info.sha256)
+            .await
+        {
+            gate::Admission::Run(pass) => pass,
+            gate::Admission::Paused(left) => return Err(PluginError::Paused(left)),
+        };
+        let slot = self.slot().await?;
+        let checked = runtime::validate_config(&compiled, self.limits, config_json).await;
+        drop(slot);
+        pass.finish(matches!(checked, Err(PluginError::Timeout(_))));
+        Ok(match checked? {
+            None | Some(Ok(())) => Ok(()),
+            Some(Err(refused)) => Err(ConfigRefused {
+                pointer: refused.pointer,
+                message: refused.message,
+            }),
+        })
+    }
+
+    /// One of the slots bounding calls at once across plugins.
+    async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, PluginError> {
+        self.slots
             .acquire()
             .await
-            .map_err(|_| PluginError::Internal("plugin host is shut down".into()))?;
-        Ok(
-            match runtime::validate_config(&compiled, self.limits, config_json).await? {
-                None | Some(Ok(())) => Ok(()),
-                Some(Err(refused)) => Err(ConfigRefused {
-                    pointer: refused.pointer,
-                    message: refused.message,
-                }),
-            },
-        )
+            .map_err(|_| PluginError::Internal("plugin host is shut down".into()))
     }
 
     pub async fn transform(
@@ -386,12 +447,9 @@ impl PluginHost {
             gate::Admission::Run(pass) => pass,
             gate::Admission::Paused(left) => return Err(PluginError::Paused(left)),
         };
-        let slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| PluginError::Internal("plugin host is shut down".into()))?;
+        // Ready first: describing a new version takes a slot of its own.
         let compiled = self.ready(&plugin).await?;
+        let slot = self.slot().await?;
         let event = runtime::wit::Event {
             id: input.event_id,
             event_type: input.event_type,
@@ -435,5 +493,30 @@ fn to_wit(request: OutgoingRequest) -> runtime::wit::OutgoingRequest {
             .map(|(name, value)| runtime::wit::Header { name, value })
             .collect(),
         body: request.body.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConfigRefused;
+
+    fn field(pointer: &str) -> String {
+        ConfigRefused {
+            pointer: pointer.into(),
+            message: String::new(),
+        }
+        .field("config")
+    }
+
+    #[test]
+    fn pointers_name_fields_as_the_api_does() {
+        assert_eq!(field(""), "config");
+        assert_eq!(field("/prefix"), "config.prefix");
+        assert_eq!(field("/fields/0/name"), "config.fields[0].name");
+        assert_eq!(field("/in/~1event_type"), "config.in./event_type");
+        assert_eq!(field("/a~0b"), "config.a~b");
+        assert_eq!(field("/"), "config[\"\"]");
+        assert_eq!(field("prefix"), "config.prefix");
+        assert_eq!(field("fields/0"), "config.fields/0");
     }
 }

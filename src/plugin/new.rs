@@ -122,6 +122,9 @@ fn template(lang: Lang) -> &'static [(&'static str, &'static str)] {
 /// Write a new project for the plugin `name` into `dir` (which must not exist, or be empty).
 pub fn new(name: &str, lang: Lang, dir: &Path) -> Result<()> {
     check_name(name)?;
+    if lang == Lang::Rust {
+        check_crate_name(name)?;
+    }
     if dir.exists()
         && std::fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?
@@ -168,4 +171,104 @@ fn check_name(name: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Names cargo refuses for a package, or that would collide with the project's own
+/// dependencies in its lock file.
+fn check_crate_name(name: &str) -> Result<()> {
+    const RESERVED: &[&str] = &[
+        "test",
+        "std",
+        "core",
+        "alloc",
+        "proc_macro",
+        "as",
+        "async",
+        "await",
+        "break",
+        "const",
+        "continue",
+        "crate",
+        "dyn",
+        "else",
+        "enum",
+        "extern",
+        "false",
+        "fn",
+        "for",
+        "gen",
+        "if",
+        "impl",
+        "in",
+        "let",
+        "loop",
+        "match",
+        "mod",
+        "move",
+        "mut",
+        "pub",
+        "ref",
+        "return",
+        "self",
+        "static",
+        "struct",
+        "super",
+        "trait",
+        "true",
+        "try",
+        "type",
+        "unsafe",
+        "use",
+        "where",
+        "while",
+        "yield",
+        "abstract",
+        "become",
+        "box",
+        "do",
+        "final",
+        "macro",
+        "override",
+        "priv",
+        "typeof",
+        "unsized",
+        "virtual",
+    ];
+    let lock = include_str!("../../plugins/examples/rust/Cargo.lock");
+    let dependency = lock
+        .lines()
+        .filter_map(|line| line.strip_prefix("name = \""))
+        .filter_map(|rest| rest.strip_suffix('"'))
+        .any(|dependency| dependency != EXAMPLE_PACKAGE && dependency.replace('-', "_") == name);
+    if RESERVED.contains(&name) || dependency {
+        bail!(
+            "{name:?} cannot name a Rust plugin: cargo reserves it or the project depends on a \
+             crate of that name; choose another"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_names_are_plain_and_not_taken() {
+        assert!(check_name("my_hook2").is_ok());
+        for bad in [
+            "",
+            "My_hook",
+            "my-hook",
+            "1hook",
+            "hook.js",
+            &"a".repeat(65),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_crate_name("my_hook").is_ok());
+        for taken in ["test", "fn", "serde_json", "wit_bindgen", "itoa"] {
+            assert!(check_crate_name(taken).is_err(), "{taken}");
+        }
+    }
 }

@@ -32,7 +32,7 @@ pub struct PluginInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused_for_ms: Option<u64>,
     /// The contract the serving version implements (`0.2.0` or `0.1.0`); `null` until it
-    /// is compiled (bundled plugins compile on first use).
+    /// is compiled (bundled plugins compile in the background at start).
     pub contract: Option<Contract>,
     /// What a 0.2.0 plugin says about itself.
     pub about: Option<About>,
@@ -64,8 +64,8 @@ impl From<runtime::wit::PluginInfo> for About {
     }
 }
 
-/// A plugin version. Bundled plugins compile on first use (they are known good and most
-/// gateways use few of them); files compile before they are admitted.
+/// A plugin version. Bundled plugins compile after start, in the background (they are known
+/// good, so nothing waits to admit them); files compile before they are admitted.
 pub struct Plugin {
     pub info: PluginInfo,
     wasm: Arc<[u8]>,
@@ -130,7 +130,7 @@ pub struct Registry {
     cache: Option<PluginCache>,
     bundled: BTreeMap<String, Arc<Plugin>>,
     files: RwLock<BTreeMap<String, Arc<Plugin>>>,
-    errors: RwLock<BTreeMap<String, String>>,
+    errors: RwLock<BTreeMap<String, PluginError>>,
     stamps: RwLock<HashMap<PathBuf, FileStamp>>,
 }
 
@@ -186,11 +186,15 @@ impl Registry {
     }
 
     /// Why the newest file of `name` failed to load, if it did.
-    pub fn load_error(&self, name: &str) -> Option<String> {
+    pub fn load_error(&self, name: &str) -> Option<PluginError> {
         self.errors
             .read()
             .ok()
             .and_then(|errors| errors.get(name).cloned())
+    }
+
+    pub fn bundled(&self) -> Vec<Arc<Plugin>> {
+        self.bundled.values().cloned().collect()
     }
 
     /// Every serving version, bundled ones a file overrides included.
@@ -232,7 +236,7 @@ impl Registry {
                     about: None,
                     trapping_imports: Vec::new(),
                 });
-                row.last_error = Some(error.clone());
+                row.last_error = Some(error.to_string());
             }
         }
         rows.into_values().collect()
@@ -272,17 +276,6 @@ impl Registry {
                     .collect()
             })
             .unwrap_or_default();
-        for name in removed {
-            tracing::info!(plugin = %name, "plugin file removed");
-            let gone = self
-                .files
-                .write()
-                .ok()
-                .and_then(|mut files| files.remove(&name));
-            if let Some(gone) = gone {
-                self.forget_unless_served(&gone.info.sha256);
-            }
-        }
         if let Ok(mut errors) = self.errors.write() {
             errors.retain(|name, _| seen.contains_key(name));
         }
@@ -302,6 +295,19 @@ impl Registry {
                 if let Ok(mut stamps) = self.stamps.write() {
                     stamps.insert(path, stamp);
                 }
+            }
+        }
+        // After the loads: a file renamed (`mv a.wasm b.wasm`) is served under its new name
+        // by then, so its compiled version is kept rather than dropped and compiled again.
+        for name in removed {
+            tracing::info!(plugin = %name, "plugin file removed");
+            let gone = self
+                .files
+                .write()
+                .ok()
+                .and_then(|mut files| files.remove(&name));
+            if let Some(gone) = gone {
+                self.forget_unless_served(&gone.info.sha256);
             }
         }
     }
@@ -416,7 +422,7 @@ impl Registry {
             Err(error) => {
                 tracing::error!(plugin = %name, path = %path.display(), %error, "plugin failed to load; the previous version keeps serving");
                 if let Ok(mut errors) = self.errors.write() {
-                    errors.insert(name.to_owned(), error.to_string());
+                    errors.insert(name.to_owned(), error);
                 }
             }
         }

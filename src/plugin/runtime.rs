@@ -1,6 +1,6 @@
-//! The wasmtime side of plugins: one engine per process, components compiled once per
-//! content hash (in memory, and on disk beside the data), and a fresh, limited instance
-//! for every call.
+//! The wasmtime side of plugin calls: one engine per process, the two contracts' bindings,
+//! and a fresh, limited instance for every call (`transform`, `validate-config`,
+//! `describe`). Compiling is `compile.rs`.
 //!
 //! Isolation: each call gets a new `Store` and a new instance from a pre-linked
 //! `InstancePre`, out of the pooling allocator. Nothing survives a call: no memory, no
@@ -17,18 +17,15 @@
 
 use super::PluginError;
 use crate::domain::{MAX_RECORDED_TEXT_BYTES, OutgoingRequest, clip_text};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, ResourceLimiter, Store};
 
 /// The two plugin contracts a component may implement: `hookgate:plugin@0.2.0`
 /// (`wit/transformer.wit`) and the first one, `@0.1.0` (`wit/v0.1.0`), which lacks
 /// `describe` and `validate-config`. Their shared types are one set of Rust types: the
 /// records are the same shape, and the component model checks shapes, not names.
-mod bindings {
+pub(super) mod bindings {
     pub mod current {
         wasmtime::component::bindgen!({
             world: "transformer",
@@ -46,6 +43,7 @@ mod bindings {
     }
 }
 
+pub use super::compile::{Compiled, compile, forget, prune_cache};
 pub use bindings::current::hookgate::plugin::types as wit;
 
 /// The contract version a component implements, as the API shows it.
@@ -58,7 +56,7 @@ pub enum Contract {
 }
 
 #[derive(Clone)]
-enum Linked {
+pub(super) enum Linked {
     Current(bindings::current::TransformerPre<CallState>),
     First(bindings::first::TransformerPre<CallState>),
 }
@@ -70,7 +68,7 @@ enum Instance {
 }
 
 impl Linked {
-    fn engine(&self) -> &Engine {
+    pub(super) fn engine(&self) -> &Engine {
         match self {
             Linked::Current(pre) => pre.engine(),
             Linked::First(pre) => pre.engine(),
@@ -115,11 +113,15 @@ pub const POOL_INSTANCES: u32 = 128;
 /// Memory per pooled slot kept mapped between calls and reset in place, where the kernel
 /// can say which pages a call dirtied (`PAGEMAP_SCAN`, Linux 6.7+): only those are reset,
 /// so a large component's next call finds its pages resident instead of faulting them in
-/// again (JavaScript 0.71 → 0.31 ms a call, Python 1.35 → 1.07 ms; `benches/plugin_call.rs`).
-const KEEP_RESIDENT_SCANNED_BYTES: usize = 32 << 20;
+/// again (JavaScript 0.71 → 0.31 ms a call; `benches/plugin_call.rs`). More than 2 MiB won
+/// nothing more.
+const KEEP_RESIDENT_SCANNED_BYTES: usize = 2 << 20;
 /// Without the scan the kept region is zeroed whole after every call: enough for a small
 /// plugin's stack and heap, cheap to zero.
 const KEEP_RESIDENT_ZEROED_BYTES: usize = 256 << 10;
+/// Idle slots kept warm for the component that last used them: what bounds the memory kept
+/// resident between calls (this many times the kept bytes, beyond the slots in use).
+const WARM_SLOTS: u32 = 32;
 /// Host stack for a call's fiber: wasm frames (capped at wasmtime's default 512 KiB
 /// `max_wasm_stack`) plus the host functions they reach.
 const ASYNC_STACK_BYTES: usize = 1 << 20;
@@ -143,6 +145,7 @@ pub fn engine() -> Result<&'static Engine, PluginError> {
             };
             let mut pool = wasmtime::PoolingAllocationConfig::default();
             pool.total_component_instances(POOL_INSTANCES)
+                .max_unused_warm_slots(WARM_SLOTS)
                 .total_core_instances(POOL_INSTANCES * 4)
                 .total_memories(POOL_INSTANCES * 2)
                 .total_tables(POOL_INSTANCES * 4)
@@ -177,212 +180,6 @@ pub fn engine() -> Result<&'static Engine, PluginError> {
         })
         .as_ref()
         .map_err(|message| PluginError::Internal(format!("wasm engine: {message}")))
-}
-
-/// A compiled, linked and type-checked plugin, ready to instantiate.
-#[derive(Clone)]
-pub struct Compiled {
-    component: Component,
-    linked: Linked,
-    trapped_imports: Arc<[String]>,
-}
-
-impl Compiled {
-    pub fn contract(&self) -> Contract {
-        match self.linked {
-            Linked::Current(_) => Contract::Current,
-            Linked::First(_) => Contract::First,
-        }
-    }
-
-    /// The component's imports that run code (interfaces with functions, and functions),
-    /// every one linked to a trap: hookgate provides plugins no imports.
-    pub fn trapped_imports(&self) -> &[String] {
-        &self.trapped_imports
-    }
-}
-
-type CompileCell = Arc<OnceLock<Result<Compiled, PluginError>>>;
-
-/// Compiled versions by content hash, shared by every app in the process.
-static COMPILED: OnceLock<Mutex<HashMap<String, CompileCell>>> = OnceLock::new();
-
-/// Compile (or fetch from cache) and link `wasm`. `cache_dir` holds serialised artifacts
-/// keyed by content hash so a restart skips Cranelift. Callers compiling the same bytes at
-/// once wait for one compile.
-pub fn compile(
-    name: &str,
-    wasm: &[u8],
-    hash: &str,
-    cache_dir: Option<&Path>,
-) -> Result<Compiled, PluginError> {
-    let cell: CompileCell = COMPILED
-        .get_or_init(Default::default)
-        .lock()
-        .map_err(|_| PluginError::Internal("plugin compile cache poisoned".into()))?
-        .entry(hash.to_owned())
-        .or_default()
-        .clone();
-    let compiled = cell
-        .get_or_init(|| compile_uncached(name, wasm, hash, cache_dir))
-        .clone()?;
-    // Compiled earlier for another app in this process (tests, the bench) with another
-    // cache folder: this folder gets its copy too.
-    if let Some(dir) = cache_dir {
-        let path = dir.join(format!("{hash}.cwasm"));
-        if !path.exists() {
-            write_artifact(&compiled.component, &path);
-        }
-    }
-    Ok(compiled)
-}
-
-fn compile_uncached(
-    name: &str,
-    wasm: &[u8],
-    hash: &str,
-    cache_dir: Option<&Path>,
-) -> Result<Compiled, PluginError> {
-    let engine = engine()?;
-    let component = load_or_compile(engine, name, wasm, hash, cache_dir)?;
-    let trapped_imports = trapped_imports(engine, &component);
-    let mut linker = Linker::<CallState>::new(engine);
-    linker
-        .define_unknown_imports_as_traps(&component)
-        .map_err(|error| PluginError::Load(format!("{error:#}")))?;
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(|error| PluginError::Load(format!("{error:#}")))?;
-    let linked = match bindings::current::TransformerPre::new(pre.clone()) {
-        Ok(pre) => Linked::Current(pre),
-        Err(current) => match bindings::first::TransformerPre::new(pre) {
-            Ok(pre) => Linked::First(pre),
-            Err(first) => {
-                return Err(PluginError::Load(format!(
-                    "does not implement the hookgate:plugin/transformer world: \
-                     not 0.2.0 ({current:#}), nor 0.1.0 ({first:#})"
-                )));
-            }
-        },
-    };
-    Ok(Compiled {
-        component,
-        linked,
-        trapped_imports: trapped_imports.into(),
-    })
-}
-
-/// Save `component` compiled at `path`, atomically, so a restart skips Cranelift.
-fn write_artifact(component: &Component, path: &Path) {
-    let written = component
-        .serialize()
-        .map_err(|error| std::io::Error::other(format!("{error:#}")))
-        .and_then(|artifact| {
-            // Unique per writer: gateways sharing a cache folder may write the same entry.
-            let partial = path.with_extension(format!("tmp{:016x}", fastrand::u64(..)));
-            path.parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(&partial, artifact))
-                .and_then(|()| std::fs::rename(&partial, path))
-        });
-    if let Err(error) = written {
-        tracing::warn!(path = %path.display(), %error, "cannot write plugin cache entry");
-    }
-}
-
-/// Drop a version no longer served: from the memory cache, and its artifact from
-/// `cache_dir`. Versions still held by in-flight calls live on in those calls' handles.
-pub fn forget(hash: &str, cache_dir: Option<&Path>) {
-    if let Some(cache) = COMPILED.get()
-        && let Ok(mut cache) = cache.lock()
-    {
-        cache.remove(hash);
-    }
-    if let Some(dir) = cache_dir {
-        let _ = std::fs::remove_file(dir.join(format!("{hash}.cwasm")));
-    }
-}
-
-/// Delete artifacts in `cache_dir` of versions not in `served` (content hashes): left by
-/// files since replaced or removed, or by an older build.
-pub fn prune_cache(cache_dir: &Path, served: &[String]) {
-    let Ok(entries) = std::fs::read_dir(cache_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let stale = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .and_then(|name| name.strip_suffix(".cwasm"))
-            .is_some_and(|hash| !served.iter().any(|served| served == hash));
-        if stale {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "removed a compiled plugin no longer served")
-                }
-                Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "cannot remove a stale compiled plugin")
-                }
-            }
-        }
-    }
-}
-
-/// The imports that would run code if called. Type-only imports (the contract's own
-/// `types` interface) are left out: nothing can call them.
-fn trapped_imports(engine: &Engine, component: &Component) -> Vec<String> {
-    use wasmtime::component::types::ComponentItem;
-    component
-        .component_type()
-        .imports(engine)
-        .filter(|(_, import)| match &import.ty {
-            ComponentItem::ComponentInstance(instance) => instance
-                .exports(engine)
-                .any(|(_, export)| matches!(export.ty, ComponentItem::ComponentFunc(_))),
-            ComponentItem::ComponentFunc(_) | ComponentItem::CoreFunc(_) => true,
-            _ => false,
-        })
-        .map(|(name, _)| name.to_owned())
-        .collect()
-}
-
-fn load_or_compile(
-    engine: &Engine,
-    name: &str,
-    wasm: &[u8],
-    hash: &str,
-    cache_dir: Option<&Path>,
-) -> Result<Component, PluginError> {
-    let cached_path: Option<PathBuf> = cache_dir.map(|dir| dir.join(format!("{hash}.cwasm")));
-    if let Some(path) = &cached_path
-        && path.exists()
-    {
-        // SAFETY: the file was written by `Component::serialize` of this same wasmtime
-        // build into the gateway's own cache folder; wasmtime also checks its header and
-        // refuses artifacts from another version or engine configuration.
-        match unsafe { Component::deserialize_file(engine, path) } {
-            Ok(component) => return Ok(component),
-            Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "ignoring stale plugin cache entry")
-            }
-        }
-    }
-    // Cranelift takes seconds for a large component (an interpreter inside), so say so.
-    tracing::info!(plugin = %name, bytes = wasm.len(), "compiling plugin");
-    let started = std::time::Instant::now();
-    let component =
-        Component::new(engine, wasm).map_err(|error| PluginError::Load(format!("{error:#}")))?;
-    tracing::info!(
-        plugin = %name,
-        bytes = wasm.len(),
-        seconds = started.elapsed().as_secs_f64(),
-        "plugin compiled"
-    );
-    if let Some(path) = &cached_path {
-        write_artifact(&component, path);
-    }
-    Ok(component)
 }
 
 /// Per-call limits.

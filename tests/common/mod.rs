@@ -7,6 +7,7 @@
 //! gets a fresh schema in it, so the whole suite runs unchanged on either store.
 #![allow(dead_code, unused_imports)] // each test file uses its own subset
 
+pub mod plugins;
 pub mod postgres;
 pub mod receiver;
 
@@ -242,7 +243,7 @@ pub fn delivery_id(accepted: &Value, index: usize) -> String {
 pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
     let mut command = std::process::Command::new(program);
     command.env_clear();
-    for kept in [
+    const KEPT: &[&str] = &[
         "PATH",
         "HOME",
         "LANG",
@@ -250,9 +251,25 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Comm
         "CARGO_HOME",
         "RUSTUP_HOME",
         "RUSTUP_TOOLCHAIN",
-    ] {
-        if let Ok(value) = std::env::var(kept) {
-            command.env(kept, value);
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    ];
+    // Proxies and the package managers' own settings, so npm and pip reach their registry
+    // the way they do outside the test.
+    const KEPT_PREFIXES: &[&str] = &[
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "NPM_CONFIG_",
+        "PIP_",
+    ];
+    for (name, value) in std::env::vars_os() {
+        let Some(text) = name.to_str() else {
+            continue;
+        };
+        let upper = text.to_ascii_uppercase();
+        if KEPT.contains(&text) || KEPT_PREFIXES.iter().any(|prefix| upper.starts_with(prefix)) {
+            command.env(&name, value);
         }
     }
     command

@@ -61,7 +61,7 @@ function header(config) {
 /** `describe: func() -> plugin-info` */
 export function describe() {
   return {
-    name: 'my-plugin',
+    name: 'my_plugin',
     version: '0.1.0',
     description: 'Adds one header to every request.',
     configSchema: undefined,

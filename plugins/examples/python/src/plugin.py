@@ -9,7 +9,7 @@ dataclasses in `wit_world.imports.types`, `list<u8>` is `bytes`, a variant case 
 such as `Outcome_Send(value)`, an `option` is the value or `None`. A `result` export returns
 its `ok` value and raises `Err(value)` to answer `err(value)`.
 
-hookgate gives plugins no WASI: keep this free of print, files, time, random, os.environ and
+hookgate gives plugins no WASI: keep this free of print, files, time, random and
 sockets (the build stubs WASI out; see README.md).
 """
 
@@ -66,7 +66,7 @@ def header(config: str) -> tuple[str, str]:
 class WitWorld(Transformer):
     def describe(self) -> PluginInfo:
         return PluginInfo(
-            name="my-plugin",
+            name="my_plugin",
             version="0.1.0",
             description="Adds one header to every request.",
             config_schema=None,

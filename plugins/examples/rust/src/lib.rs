@@ -42,7 +42,7 @@ fn header(config: &str) -> Result<(String, String), ConfigError> {
 impl Guest for MyPlugin {
     fn describe() -> PluginInfo {
         PluginInfo {
-            name: "my-plugin".into(),
+            name: "my_plugin".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Adds one header to every request.".into(),
             config_schema: None,
