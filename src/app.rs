@@ -240,10 +240,10 @@ fn validate_routes(
     egress: &EgressGuard,
     plugins: &PluginHost,
 ) -> Result<Vec<Route>> {
-    let plugin_exists = |name: &str| plugins.exists(name);
+    let plugin_missing = |name: &str| plugins.missing(name);
     let checks = Checks {
         egress,
-        plugin_exists: &plugin_exists,
+        plugin_missing: &plugin_missing,
         allow_patterns: true,
     };
     config

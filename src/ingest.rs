@@ -411,10 +411,10 @@ impl Ingest {
         if !data.is_object() {
             return Err(FieldError::new(format!("{prefix}data"), "must be a JSON object").into());
         }
-        let plugin_exists = |name: &str| self.plugins.exists(name);
+        let plugin_missing = |name: &str| self.plugins.missing(name);
         let checks = Checks {
             egress: &self.egress,
-            plugin_exists: &plugin_exists,
+            plugin_missing: &plugin_missing,
             allow_patterns: false,
         };
         let mut subscriptions: Vec<Subscription> = Vec::new();

@@ -90,7 +90,9 @@ impl FieldError {
 /// What validation needs from the rest of the gateway.
 pub struct Checks<'a> {
     pub egress: &'a EgressGuard,
-    pub plugin_exists: &'a dyn Fn(&str) -> bool,
+    /// Why the named plugin cannot be used (not installed, still compiling, failed to
+    /// load); `None` when it is installed.
+    pub plugin_missing: &'a dyn Fn(&str) -> Option<String>,
     /// Operator routes may use `family.*` patterns; API configurations name exact types.
     pub allow_patterns: bool,
 }
@@ -195,12 +197,9 @@ impl WebhookConfig {
                 .map_err(|message| FieldError::new(field(SECRET_FIELD), message))?;
         }
         if let Some(plugin) = &self.webhook_transform
-            && !(checks.plugin_exists)(plugin)
+            && let Some(reason) = (checks.plugin_missing)(plugin)
         {
-            return Err(FieldError::new(
-                field("webhook_transform"),
-                format!("no transform plugin named {plugin:?} is installed"),
-            ));
+            return Err(FieldError::new(field("webhook_transform"), reason));
         }
         if self.webhook_transform_config.is_some() && self.webhook_transform.is_none() {
             return Err(FieldError::new(
@@ -322,7 +321,7 @@ mod tests {
     fn checks(egress: &EgressGuard) -> Checks<'_> {
         Checks {
             egress,
-            plugin_exists: &|name| name == "inngest",
+            plugin_missing: &|name| (name != "inngest").then(|| format!("no plugin {name}")),
             allow_patterns: false,
         }
     }

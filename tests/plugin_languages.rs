@@ -58,13 +58,56 @@ fn copy_tree(from: &Path, to: &Path) {
 
 async fn delivers_through(name: &str, lang: &str) {
     let built = new_and_build(name, lang);
+    let mut plugins = PathBuf::new();
     let app = spawn_app_with(|config| {
-        let plugins = config.data_dir.join("plugins");
-        install_plugin_bytes(&plugins, name, &built);
-        config.plugins_dir = Some(plugins);
+        plugins = config.data_dir.join("plugins");
+        config.plugins_dir = Some(plugins.clone());
+        // A cache of its own, so the component is compiled here and not found compiled.
+        config.plugins.cache_dir = None;
     })
     .await;
     let receiver = Receiver::start().await;
+    // Copied in while the gateway runs, as an author would: until it is compiled an event
+    // naming it is refused, saying why, and the listing shows it loading.
+    install_plugin_bytes(&plugins, name, &built);
+    let refused = format!(
+        "webhook_configurations[0].webhook_transform: no transform plugin named {name:?} is \
+         installed: its file is being compiled, and it serves in a few seconds"
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut saw_loading = false;
+    loop {
+        let (status, body) = app
+            .post(
+                "/api/v1/events",
+                &event_to(
+                    "parse.success",
+                    json!({"webhook_url": receiver.url("/early"), "webhook_transform": name}),
+                ),
+            )
+            .await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 422, "{body}");
+        if body["detail"] == refused.as_str() {
+            let (_, listed) = app.get("/api/v1/plugins").await;
+            saw_loading |= listed["plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|row| row["name"] == name && row["loading"] == true);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never served: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        saw_loading,
+        "{lang}: a 422 said it was compiling and the listing showed it loading"
+    );
     let accepted = app
         .ingest(event_to(
             "parse.success",
@@ -81,7 +124,11 @@ async fn delivers_through(name: &str, lang: &str) {
         Some(1),
         "{delivery:#}"
     );
-    let request = &receiver.received()[0];
+    let request = receiver
+        .received()
+        .into_iter()
+        .find(|request| request.path == "/hook")
+        .expect("the delivery reached the receiver");
     assert_eq!(request.header("x-team").as_deref(), Some("docs"), "{lang}");
     assert!(
         request.header("lc-signature").is_some(),

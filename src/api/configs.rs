@@ -114,10 +114,10 @@ async fn validate(
     let config: WebhookConfig = super::from_value(serde_json::Value::Object(fields.clone()))?;
     {
         // Out of scope before the await below: the checks borrow a closure that is not Sync.
-        let plugin_exists = |name: &str| state.plugins.exists(name);
+        let plugin_missing = |name: &str| state.plugins.missing(name);
         let checks = Checks {
             egress: &state.egress,
-            plugin_exists: &plugin_exists,
+            plugin_missing: &plugin_missing,
             allow_patterns: false,
         };
         config.validate("", &checks, DestinationSource::Inline)?;

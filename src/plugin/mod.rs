@@ -341,6 +341,22 @@ impl PluginHost {
         self.registry.get(name).is_some()
     }
 
+    /// Why no version of `name` serves, for a 422 that says what to do; `None` when one
+    /// does.
+    pub fn missing(&self, name: &str) -> Option<String> {
+        if self.exists(name) {
+            return None;
+        }
+        let unknown = format!("no transform plugin named {name:?} is installed");
+        Some(if self.registry.is_loading(name) {
+            format!("{unknown}: its file is being compiled, and it serves in a few seconds")
+        } else if let Some(error) = self.registry.load_error(name) {
+            format!("{unknown}: its file {error}")
+        } else {
+            unknown
+        })
+    }
+
     /// Every plugin, with the pause its breaker holds it in, if any.
     pub fn list(&self) -> Vec<PluginInfo> {
         let paused = self.gates.paused();

@@ -4,7 +4,7 @@ use super::runtime::{self, Compiled, Contract};
 use super::{PluginCache, PluginError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::SystemTime;
@@ -31,6 +31,9 @@ pub struct PluginInfo {
     /// Set while the plugin's breaker has it paused: milliseconds until its probe call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused_for_ms: Option<u64>,
+    /// Set while a new or changed file of this name is being read and compiled.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub loading: bool,
     /// The contract the serving version implements (`0.2.0` or `0.1.0`); `null` until it
     /// is compiled (bundled plugins compile in the background at start).
     pub contract: Option<Contract>,
@@ -132,6 +135,8 @@ pub struct Registry {
     files: RwLock<BTreeMap<String, Arc<Plugin>>>,
     errors: RwLock<BTreeMap<String, PluginError>>,
     stamps: RwLock<HashMap<PathBuf, FileStamp>>,
+    /// Names whose file is being read and compiled right now.
+    loading: RwLock<BTreeSet<String>>,
 }
 
 impl Registry {
@@ -154,6 +159,7 @@ impl Registry {
                         loaded_at: loaded_at.clone(),
                         path: None,
                         last_error: None,
+                        loading: false,
                         contract: None,
                         about: None,
                         trapping_imports: Vec::new(),
@@ -173,6 +179,7 @@ impl Registry {
             files: RwLock::default(),
             errors: RwLock::default(),
             stamps: RwLock::default(),
+            loading: RwLock::default(),
         }
     }
 
@@ -219,27 +226,41 @@ impl Registry {
         }
         if let Ok(errors) = self.errors.read() {
             for (name, error) in errors.iter() {
-                let row = rows.entry(name.clone()).or_insert_with(|| PluginInfo {
-                    name: name.clone(),
-                    source: PluginSource::File,
-                    sha256: String::new(),
-                    loaded_at: String::new(),
-                    path: Some(
-                        self.plugins_dir
-                            .join(format!("{name}.wasm"))
-                            .display()
-                            .to_string(),
-                    ),
-                    last_error: None,
-                    paused_for_ms: None,
-                    contract: None,
-                    about: None,
-                    trapping_imports: Vec::new(),
-                });
-                row.last_error = Some(error.to_string());
+                self.file_row(&mut rows, name).last_error = Some(error.to_string());
+            }
+        }
+        if let Ok(loading) = self.loading.read() {
+            for name in loading.iter() {
+                self.file_row(&mut rows, name).loading = true;
             }
         }
         rows.into_values().collect()
+    }
+
+    /// The listing row of the file plugin `name`, made for a file that serves no version.
+    fn file_row<'a>(
+        &self,
+        rows: &'a mut BTreeMap<String, PluginInfo>,
+        name: &str,
+    ) -> &'a mut PluginInfo {
+        rows.entry(name.to_owned()).or_insert_with(|| PluginInfo {
+            name: name.to_owned(),
+            source: PluginSource::File,
+            sha256: String::new(),
+            loaded_at: String::new(),
+            path: Some(
+                self.plugins_dir
+                    .join(format!("{name}.wasm"))
+                    .display()
+                    .to_string(),
+            ),
+            last_error: None,
+            paused_for_ms: None,
+            loading: false,
+            contract: None,
+            about: None,
+            trapping_imports: Vec::new(),
+        })
     }
 
     /// Bring the registry in line with the folder: admit new or changed files that load,
@@ -355,7 +376,23 @@ impl Registry {
         }
     }
 
+    pub fn is_loading(&self, name: &str) -> bool {
+        self.loading
+            .read()
+            .is_ok_and(|loading| loading.contains(name))
+    }
+
     fn load_file(&self, name: &str, path: &Path) {
+        if let Ok(mut loading) = self.loading.write() {
+            loading.insert(name.to_owned());
+        }
+        self.load_file_marked(name, path);
+        if let Ok(mut loading) = self.loading.write() {
+            loading.remove(name);
+        }
+    }
+
+    fn load_file_marked(&self, name: &str, path: &Path) {
         let result = std::fs::read(path)
             .map_err(|error| PluginError::Load(format!("cannot read {}: {error}", path.display())))
             .and_then(|wasm| {
@@ -379,6 +416,7 @@ impl Registry {
                         path: Some(path.display().to_string()),
                         last_error: None,
                         paused_for_ms: None,
+                        loading: false,
                         contract: None,
                         about: None,
                         trapping_imports: Vec::new(),
