@@ -49,9 +49,18 @@ impl App {
         }
         let egress = EgressGuard::new(&config.egress_allow).map_err(anyhow::Error::msg)?;
         let (store, store_lock) = open_store(&config).await?;
-        let api_keys = match config.api_keys.is_empty() {
-            false => config.api_keys.clone(),
-            true => vec![generated_key(&store, &config.data_dir).await?],
+        let (api_keys, key_source) = match config.api_keys.is_empty() {
+            false => (
+                config.api_keys.clone(),
+                match config.api_keys_from_env {
+                    true => "HOOKGATE_API_KEY".to_owned(),
+                    false => "the config file".to_owned(),
+                },
+            ),
+            true => {
+                let (key, kept) = generated_key(&store, &config.data_dir).await?;
+                (vec![key], format!("generated, kept {kept}"))
+            }
         };
         let cache = match &config.plugins.cache_dir {
             Some(dir) => PluginCache {
@@ -114,6 +123,7 @@ impl App {
             queue_cap: queue_cap.clone(),
             write_failing: Default::default(),
         };
+        log_summary(&config, listener.local_addr()?, &key_source, &plugins);
         let state = Arc::new(ApiState {
             config,
             store,
@@ -313,7 +323,54 @@ fn lock_file(path: &Path, guarded: &Path) -> Result<std::fs::File> {
 /// The key to accept when none is configured, generated (and announced once) on first
 /// start: kept in the store when it is shared by a cluster, so every node accepts it, or
 /// else in `<data_dir>/api_key`.
-async fn generated_key(store: &Store, data_dir: &Path) -> Result<String> {
+/// One INFO line an operator reads first: what this gateway is, where it keeps things, and
+/// what it may do. Secrets never appear: the store without its password, the key's source
+/// without the key.
+fn log_summary(config: &Config, listen: SocketAddr, key_source: &str, plugins: &PluginHost) {
+    let store = match StoreUrl::parse(config.store.as_deref(), &config.data_dir) {
+        Ok(url) => url.to_string(),
+        Err(_) => "(invalid)".to_owned(),
+    };
+    let loaded: Vec<String> = plugins
+        .list()
+        .into_iter()
+        .filter(|plugin| !plugin.sha256.is_empty())
+        .map(|plugin| match plugin.source {
+            crate::plugin::PluginSource::Bundled => plugin.name,
+            crate::plugin::PluginSource::File => format!("{} (file)", plugin.name),
+        })
+        .collect();
+    let egress_allow = match config.egress_allow.is_empty() {
+        true => "none: public addresses only".to_owned(),
+        false => config.egress_allow.join(", "),
+    };
+    let retry = &config.retry;
+    // Text with spaces is recorded as a string (quoted in text logs), so the line splits into
+    // its fields unambiguously.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        %listen,
+        store = store.as_str(),
+        data_dir = config.data_dir.display().to_string().as_str(),
+        api_key = key_source,
+        plugins_dir = config.plugins_dir().display().to_string().as_str(),
+        plugins = loaded.join(", ").as_str(),
+        egress_allow = egress_allow.as_str(),
+        retry = format!(
+            "{} attempts, {} ms doubling to {} ms, jitter {}, timeout {} ms",
+            retry.max_attempts,
+            retry.base_delay_ms,
+            retry.max_delay_ms,
+            if retry.jitter { "on" } else { "off" },
+            retry.request_timeout_ms
+        )
+        .as_str(),
+        "hookgate is serving"
+    );
+}
+
+/// The cluster's or this data folder's generated key, and where it is kept.
+async fn generated_key(store: &Store, data_dir: &Path) -> Result<(String, String)> {
     let candidate = format!(
         "hg_{}{}",
         uuid::Uuid::new_v4().simple(),
@@ -324,21 +381,23 @@ async fn generated_key(store: &Store, data_dir: &Path) -> Result<String> {
         .await
         .context("reading the cluster's API key")?
     {
+        let kept = "in the database, shared by every node".to_owned();
         if generated {
-            announce_key(&key, "in the database, shared by every node");
+            announce_key(&key, &kept);
         }
-        return Ok(key);
+        return Ok((key, kept));
     }
     let path = data_dir.join("api_key");
+    let kept = format!("in {}", path.display());
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let key = existing.trim().to_owned();
         if !key.is_empty() {
-            return Ok(key);
+            return Ok((key, kept));
         }
     }
     write_private(&path, &candidate).with_context(|| format!("writing {}", path.display()))?;
-    announce_key(&candidate, &format!("in {}", path.display()));
-    Ok(candidate)
+    announce_key(&candidate, &kept);
+    Ok((candidate, kept))
 }
 
 /// Printed once, to the operator's terminal, never to the log.

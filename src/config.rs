@@ -25,6 +25,9 @@ pub struct Config {
     /// and kept in `<data_dir>/api_key` (SQLite) or in the database for every node
     /// (PostgreSQL).
     pub api_keys: Vec<String>,
+    /// `api_keys` came from `HOOKGATE_API_KEY` (for the start-up log; not a setting).
+    #[serde(skip)]
+    pub api_keys_from_env: bool,
     /// CIDRs destinations may resolve into despite being loopback/private/link-local, or `*`.
     pub egress_allow: Vec<String>,
     /// `User-Agent` on every request; LlamaCloud's by default, for receivers that check it.
@@ -158,6 +161,7 @@ impl Default for Config {
             plugins_dir: None,
             store: None,
             api_keys: Vec::new(),
+            api_keys_from_env: false,
             egress_allow: Vec::new(),
             user_agent: "llamaindex-webhook-service/1.0".into(),
             retry: RetryConfig::default(),
@@ -349,6 +353,7 @@ impl Config {
         }
         if let Some(value) = lookup("HOOKGATE_API_KEY") {
             self.api_keys = list(&value);
+            self.api_keys_from_env = true;
         }
         if let Some(value) = lookup("HOOKGATE_EGRESS_ALLOW") {
             self.egress_allow = list(&value);

@@ -112,13 +112,7 @@ enum PluginCommand {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOOKGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging()?;
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -152,6 +146,26 @@ fn main() -> Result<()> {
     })
 }
 
+/// Logs go to stderr: as text, coloured only on a terminal (so files and journald get no
+/// escape codes; `NO_COLOR` turns colour off there too), or one JSON object per line with
+/// `HOOKGATE_LOG_FORMAT=json` for log shippers. `HOOKGATE_LOG` filters, `info` by default.
+fn init_logging() -> Result<()> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("HOOKGATE_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("" | "text") => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        Ok("json") => builder.json().flatten_event(true).init(),
+        Ok(other) => bail!("HOOKGATE_LOG_FORMAT: {other:?} is not one of text, json"),
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
     let mut config = Config::load(args.config.as_deref(), |name| std::env::var(name).ok())?;
     if let Some(listen) = args.listen {
@@ -167,7 +181,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
         config.store = Some(store);
     }
     let app = App::build(config).await?;
-    tracing::info!(listen = %app.local_addr(), "hookgate is serving");
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::binary::{free_port, wait_ready};
 use common::postgres::{admin, schema_url, server_url};
 use common::receiver::Answer;
 use common::*;
@@ -29,14 +30,6 @@ struct Node {
 struct Cluster {
     store: String,
     settings: Vec<(&'static str, String)>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Cluster {
@@ -87,16 +80,7 @@ impl Cluster {
         }
         let child = command.spawn().expect("hookgate binary starts");
         let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::Client::new();
-        loop {
-            let ready = client.get(format!("{base}/readyz")).send().await;
-            if ready.is_ok_and(|response| response.status() == 200) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "node on {port} did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_ready(&base).await;
         Node {
             child,
             port,

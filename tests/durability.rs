@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::binary::{free_port, wait_ready};
 use common::receiver::Answer;
 use common::*;
 use serde_json::{Value, json};
@@ -22,14 +23,6 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The real binary on `data_dir` and the suite's store (`store`: `None` for SQLite in the
@@ -64,12 +57,7 @@ async fn launch(data_dir: &Path, store: &Option<String>, port: u16) -> Gateway {
         .spawn()
         .expect("hookgate binary starts");
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let client = reqwest::Client::new();
-    while client.get(format!("{base}/readyz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "gateway did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&base).await;
     Gateway { child, base }
 }
 

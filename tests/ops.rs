@@ -102,6 +102,16 @@ async fn event_lookup_lists_its_deliveries() {
     assert!(event["timestamp"].is_f64(), "{event}");
     assert_eq!(event["payload"]["event_id"], event_id);
     assert_eq!(event["payload"]["timestamp"], event["timestamp"]);
+    let accepted_at = iso_millis(&event["accepted_at"]).expect("accepted_at in ISO 8601 UTC");
+    assert_eq!(
+        accepted_at,
+        (event["timestamp"].as_f64().unwrap() * 1000.0) as i64,
+        "{event}"
+    );
+    for delivery in event["deliveries"].as_array().unwrap() {
+        assert!(iso_millis(&delivery["created_at"]).is_some(), "{delivery}");
+        assert!(iso_millis(&delivery["updated_at"]).is_some(), "{delivery}");
+    }
     assert_eq!(event["payload"]["data"], data);
     let listed: Vec<String> = event["deliveries"]
         .as_array()
@@ -154,8 +164,7 @@ async fn delivery_shows_every_attempt() {
 
     let waiting = wait_until(&app, &id, |delivery| delivery["attempt_count"] == 1).await;
     assert_eq!(waiting["status"], "queued", "{waiting:#}");
-    let next_attempt_at = waiting["next_attempt_at"]
-        .as_i64()
+    let next_attempt_at = iso_millis(&waiting["next_attempt_at"])
         .unwrap_or_else(|| panic!("a queued retry has next_attempt_at: {waiting:#}"));
     assert!(
         waiting["last_error"].as_str().unwrap().contains("500"),
@@ -177,7 +186,7 @@ async fn delivery_shows_every_attempt() {
 
     let first = &attempts[0];
     assert_eq!(first["number"], 1);
-    let first_start = first["started_at"].as_i64().unwrap();
+    let first_start = iso_millis(&first["started_at"]).unwrap();
     assert!((before..=after).contains(&first_start), "{first}");
     assert!(first["duration_ms"].is_u64(), "{first}");
     assert_eq!(first["response_status"], 500);
@@ -196,7 +205,7 @@ async fn delivery_shows_every_attempt() {
 
     let second = &attempts[1];
     assert_eq!(second["number"], 2);
-    let second_start = second["started_at"].as_i64().unwrap();
+    let second_start = iso_millis(&second["started_at"]).unwrap();
     assert!(
         second_start >= next_attempt_at && second_start <= after,
         "attempt 2 ran when due: {second} (due {next_attempt_at})"
@@ -429,6 +438,19 @@ fn sample(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
 }
 
+/// The sum of every series of `name` whose labels contain `labels` (`key="value"` pairs as
+/// written, e.g. `le="+Inf"`), or of all its series with `""`.
+fn sum_samples(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let (metric, value) = line.rsplit_once(' ')?;
+            let (metric_name, metric_labels) = metric.split_once('{').unwrap_or((metric, ""));
+            (metric_name == name && metric_labels.contains(labels))
+                .then(|| value.trim().parse::<f64>().unwrap())
+        })
+        .sum()
+}
+
 async fn scrape(app: &TestApp) -> String {
     let response = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
@@ -453,15 +475,21 @@ async fn metrics_count_what_happened() {
         "hookgate_deliveries_delivered_total",
         "hookgate_deliveries_failed_total",
         "hookgate_delivery_retries_total",
-        "hookgate_delivery_attempt_duration_seconds_count",
         "hookgate_queue_depth",
     ] {
         assert_eq!(sample(&text, name), 0.0, "{name} starts at 0");
     }
+    assert_eq!(
+        sample(
+            &text,
+            "hookgate_delivery_attempt_duration_seconds_count{outcome=\"succeeded\"}"
+        ),
+        0.0
+    );
     assert!(text.contains("# TYPE hookgate_delivery_attempt_duration_seconds histogram"));
     assert!(
-        text.trim_end().ends_with("# EOF"),
-        "OpenMetrics ends with # EOF"
+        !text.contains("# EOF"),
+        "the classic text format by default"
     );
 
     let ok = Receiver::start().await;
@@ -527,17 +555,47 @@ async fn metrics_count_what_happened() {
     assert_eq!(sample(&text, "hookgate_deliveries_failed_total"), 1.0);
     assert_eq!(sample(&text, "hookgate_delivery_retries_total"), 1.0);
     assert_eq!(
-        sample(&text, "hookgate_delivery_attempt_duration_seconds_count"),
+        sum_samples(
+            &text,
+            "hookgate_delivery_attempt_duration_seconds_count",
+            ""
+        ),
         5.0,
         "three successes and two failed attempts"
     );
-    assert!(sample(&text, "hookgate_delivery_attempt_duration_seconds_sum") > 0.0);
+    for (outcome, count) in [("succeeded", 3.0), ("retry", 1.0), ("failed", 1.0)] {
+        let labels = format!("outcome=\"{outcome}\"");
+        assert_eq!(
+            sum_samples(
+                &text,
+                "hookgate_delivery_attempt_duration_seconds_count",
+                &labels
+            ),
+            count,
+            "{outcome}"
+        );
+        assert_eq!(
+            sum_samples(&text, "hookgate_delivery_attempts_total", &labels),
+            count,
+            "{outcome}"
+        );
+    }
+    assert!(sum_samples(&text, "hookgate_delivery_attempt_duration_seconds_sum", "") > 0.0);
     assert_eq!(
-        sample(
+        sum_samples(
             &text,
-            "hookgate_delivery_attempt_duration_seconds_bucket{le=\"+Inf\"}"
+            "hookgate_delivery_attempt_duration_seconds_bucket",
+            "le=\"+Inf\""
         ),
         5.0
+    );
+    assert_eq!(
+        sum_samples(
+            &text,
+            "hookgate_delivery_attempts_total",
+            "event_type=\"extract.error\",outcome=\"failed\",plugin=\"none\""
+        ),
+        1.0
     );
     assert_eq!(sample(&text, "hookgate_queue_depth"), 0.0);
 }
@@ -566,6 +624,14 @@ async fn queue_depth_counts_waiting_deliveries() {
     }
     let text = scrape(&app).await;
     assert_eq!(sample(&text, "hookgate_queue_depth"), 2.0);
+    assert_eq!(
+        sample(&text, "hookgate_queue_deliveries{state=\"queued\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(&text, "hookgate_queue_deliveries{state=\"in_flight\"}"),
+        0.0
+    );
     assert_eq!(sample(&text, "hookgate_delivery_retries_total"), 2.0);
     let (_, page) = app.get("/api/v1/deliveries?status=queued").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");

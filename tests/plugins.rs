@@ -483,9 +483,11 @@ async fn a_plugin_error_is_retried_like_any_failure() {
 async fn broken_files_are_listed_with_their_error_and_unusable() {
     let (app, dir) = gateway(&[("wrongworld", "wrongworld")], |_| {}).await;
     install_bytes(&dir, "x", &random_bytes(4096));
-    let wrong = wait_plugin(&app, "wrongworld", "listed", |row| row.is_some())
-        .await
-        .unwrap();
+    let wrong = wait_plugin(&app, "wrongworld", "refused", |row| {
+        row.is_some_and(|row| !row["last_error"].is_null())
+    })
+    .await
+    .unwrap();
     let error = wrong["last_error"]
         .as_str()
         .expect("wrongworld has an error");
@@ -494,9 +496,12 @@ async fn broken_files_are_listed_with_their_error_and_unusable() {
         "names the expected world: {error}"
     );
     assert_eq!(wrong["source"], "file");
-    let corrupt = wait_plugin(&app, "x", "listed", |row| row.is_some())
-        .await
-        .unwrap();
+    // Listed as loading first, then with its error.
+    let corrupt = wait_plugin(&app, "x", "refused", |row| {
+        row.is_some_and(|row| !row["last_error"].is_null())
+    })
+    .await
+    .unwrap();
     assert!(
         !corrupt["last_error"]
             .as_str()

@@ -4,7 +4,7 @@
 use super::{ApiError, ApiState};
 use crate::cluster::Node;
 use crate::domain::DeliveryStatus;
-use crate::domain::{DeliveryId, EventId, UnixMillis, now_millis};
+use crate::domain::{DeliveryId, EventId, iso_millis, now_millis};
 use crate::store::{DeliveryView, EventView};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -126,8 +126,8 @@ pub async fn nodes(
                 "id": node.id,
                 "listen": node.listen,
                 "version": node.version,
-                "started_at": iso(node.started_at),
-                "last_heartbeat_at": iso(node.heartbeat_at),
+                "started_at": iso_millis(node.started_at),
+                "last_heartbeat_at": iso_millis(node.heartbeat_at),
                 "alive": now - node.heartbeat_at <= alive_within,
                 "this_node": node.id == state.node_id,
                 "in_flight": node.in_flight,
@@ -137,13 +137,6 @@ pub async fn nodes(
         })
         .collect();
     Ok(Json(serde_json::json!({ "nodes": nodes })))
-}
-
-/// Epoch milliseconds as ISO 8601 UTC.
-fn iso(millis: UnixMillis) -> String {
-    chrono::DateTime::from_timestamp_millis(millis)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -164,18 +157,35 @@ pub async fn readyz(
     Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
-pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
-    match state.store.queue_depth().await {
-        Ok(depth) => {
-            state.metrics.queue_depth.set(depth as i64);
-        }
+/// `/metrics`: the classic Prometheus text format unless the scraper asks for OpenMetrics
+/// (Prometheus itself does, by `Accept`).
+pub async fn metrics(
+    State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    match state.store.queue_by_state().await {
+        Ok((queued, in_flight)) => state.metrics.set_queue(queued, in_flight),
         Err(error) => tracing::warn!(%error, "queue depth unavailable for /metrics"),
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text"));
+    match openmetrics {
+        true => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            state.metrics.render_openmetrics(),
+        ),
+        false => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            state.metrics.render_prometheus(),
+        ),
+    }
 }

@@ -7,7 +7,8 @@ use super::DeliveryContext;
 use super::client::SendError;
 use super::request;
 use super::retry::{AttemptResult, RetryAction, RetryPolicy, parse_retry_after};
-use crate::domain::{Attempt, UnixMillis, headers, now_millis};
+use crate::domain::{Attempt, UnixMillis, headers, iso_millis, now_millis};
+use crate::metrics::{AttemptLabel, AttemptRecord};
 use crate::plugin::{PluginError, TransformInput, TransformOutcome};
 use crate::store::{AttemptOutcome, ClaimedDelivery};
 use std::time::Instant;
@@ -46,11 +47,6 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
         }
         return;
     }
-    context
-        .metrics
-        .attempt_seconds
-        .observe(duration.as_secs_f64());
-
     let outcome = if ended.skipped {
         context.metrics.deliveries_skipped.inc();
         AttemptOutcome::Skipped
@@ -73,15 +69,20 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
             }
         }
     };
-    tracing::debug!(
-        delivery_id = %delivery.id,
-        event_id = %delivery.event_id,
-        attempt = number,
-        status = ?ended.response_status,
-        error = ?ended.error,
-        ?outcome,
-        "attempt finished"
-    );
+    let host = destination_host(&delivery.destination.url);
+    context.metrics.record_attempt(AttemptRecord {
+        event_type: &delivery.event_type,
+        outcome: match outcome {
+            AttemptOutcome::Succeeded => AttemptLabel::Succeeded,
+            AttemptOutcome::Retry { .. } => AttemptLabel::Retry,
+            AttemptOutcome::Failed => AttemptLabel::Failed,
+            AttemptOutcome::Skipped => AttemptLabel::Skipped,
+        },
+        plugin: delivery.destination.transform.as_deref(),
+        host: &host,
+        duration,
+    });
+    log_attempt(&delivery, &host, number, &ended, &outcome, duration);
     let attempt = Attempt {
         number,
         started_at,
@@ -206,6 +207,75 @@ async fn send_once(
             failed(AttemptResult::Permanent, error.to_string())
         }
         Err(error) => failed(AttemptResult::Error, error.to_string()),
+    }
+}
+
+/// One line per finished attempt: a failure is a WARN an operator sees at the default level,
+/// with what to look up and when the next try is; a success or skip only at debug. The host
+/// alone is logged, never the URL: paths and queries carry tokens.
+fn log_attempt(
+    delivery: &ClaimedDelivery,
+    host: &str,
+    number: u32,
+    ended: &Ended,
+    outcome: &AttemptOutcome,
+    duration: std::time::Duration,
+) {
+    let duration_ms = duration.as_millis() as u64;
+    let status = ended.response_status;
+    let error = ended.error.as_deref().unwrap_or("");
+    match outcome {
+        AttemptOutcome::Retry { due_at } => tracing::warn!(
+            event_id = %delivery.event_id,
+            delivery_id = %delivery.id,
+            %host,
+            attempt = number,
+            status,
+            error,
+            duration_ms,
+            next_attempt_at = %iso_millis(*due_at),
+            "attempt failed; will retry"
+        ),
+        AttemptOutcome::Failed => tracing::warn!(
+            event_id = %delivery.event_id,
+            delivery_id = %delivery.id,
+            %host,
+            attempt = number,
+            status,
+            error,
+            duration_ms,
+            "delivery failed for good (dead letter): no attempts left or the failure is permanent"
+        ),
+        AttemptOutcome::Succeeded => tracing::debug!(
+            event_id = %delivery.event_id,
+            delivery_id = %delivery.id,
+            %host,
+            attempt = number,
+            status,
+            duration_ms,
+            "delivered"
+        ),
+        AttemptOutcome::Skipped => tracing::debug!(
+            event_id = %delivery.event_id,
+            delivery_id = %delivery.id,
+            %host,
+            attempt = number,
+            reason = error,
+            "skipped by its plugin"
+        ),
+    }
+}
+
+/// The host (and port, when not the scheme's) a URL points at, without credentials, path or
+/// query.
+fn destination_host(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => match (parsed.host_str(), parsed.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => "(no host)".to_owned(),
+        },
+        Err(_) => "(unparsable url)".to_owned(),
     }
 }
 

@@ -76,6 +76,33 @@ pub fn now_millis() -> UnixMillis {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Epoch milliseconds as ISO 8601 UTC with milliseconds (`2026-11-30T23:54:16.123Z`), the
+/// form every API timestamp and log line uses.
+pub fn iso_millis(millis: UnixMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Serialise epoch milliseconds through [`iso_millis`].
+pub fn serialize_iso_millis<S: serde::Serializer>(
+    millis: &UnixMillis,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&iso_millis(*millis))
+}
+
+/// Serialise optional epoch milliseconds through [`iso_millis`]; `None` stays `null`.
+pub fn serialize_optional_iso_millis<S: serde::Serializer>(
+    millis: &Option<UnixMillis>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match millis {
+        Some(millis) => serializer.serialize_str(&iso_millis(*millis)),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// Bytes kept of a plugin's error or skip reason on an attempt record (a receiver's response
 /// body has its own setting, `delivery.response_body_bytes`).
 pub const MAX_RECORDED_TEXT_BYTES: usize = 4 * 1024;
@@ -125,9 +152,10 @@ pub fn serialize_redacted_url<S: serde::Serializer>(
 }
 
 /// One delivery attempt as recorded.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Attempt {
     pub number: u32,
+    #[serde(serialize_with = "serialize_iso_millis")]
     pub started_at: UnixMillis,
     pub duration_ms: u64,
     /// The receiver's status code, when it answered.

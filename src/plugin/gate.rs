@@ -10,6 +10,10 @@
 //! long (up to `max_pause`); any other outcome of the probe, or of a call admitted before
 //! the pause that ends after it, closes the breaker. A new version of the plugin (another
 //! sha256) starts with a closed breaker, and calls of the old one no longer count.
+//!
+//! Side calls (`validate-config`, admitted with [`Gates::admit_side`]) share the slots and
+//! count their overruns, but never take the probe and never close the breaker: a plugin
+//! whose `transform` spins must not be let off by a cheap config check.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -64,6 +68,8 @@ pub struct Pass {
     policy: GatePolicy,
     sha256: String,
     probe: bool,
+    /// A `transform` call: its success closes the breaker. A side call's does not.
+    closes: bool,
     finished: bool,
     _permit: OwnedSemaphorePermit,
 }
@@ -80,6 +86,16 @@ impl Gates {
     /// plugin's callers are turned away at once instead of queueing for slots, so a backlog
     /// coming due at the end of a pause passes straight back to the queue.
     pub async fn admit(&self, name: &str, sha256: &str) -> Admission {
+        self.admit_call(name, sha256, true).await
+    }
+
+    /// Admit a side call: turned away while paused like any call, but it never probes and
+    /// its success leaves the breaker as it is.
+    pub async fn admit_side(&self, name: &str, sha256: &str) -> Admission {
+        self.admit_call(name, sha256, false).await
+    }
+
+    async fn admit_call(&self, name: &str, sha256: &str, transform: bool) -> Admission {
         let gate = self.gate(name);
         if let Err(left) = gate.verdict(sha256, false, self.policy) {
             return Admission::Paused(left);
@@ -88,12 +104,13 @@ impl Gates {
             // The semaphore is never closed; a closed one would mean the host is gone.
             return Admission::Paused(FIRST_PAUSE);
         };
-        match gate.verdict(sha256, true, self.policy) {
+        match gate.verdict(sha256, transform, self.policy) {
             Ok(probe) => Admission::Run(Pass {
                 gate,
                 policy: self.policy,
                 sha256: sha256.to_owned(),
                 probe,
+                closes: transform,
                 finished: false,
                 _permit: permit,
             }),
@@ -192,6 +209,9 @@ impl Pass {
         if self.probe {
             breaker.probe_running = false;
         }
+        if !overran && !self.closes {
+            return None;
+        }
         if !overran {
             breaker.overruns_in_a_row = 0;
             breaker.paused_until = None;
@@ -241,6 +261,13 @@ mod tests {
         })
     }
 
+    async fn run_side(gates: &Gates, overran: bool) -> Option<Duration> {
+        match gates.admit_side("spin", "v1").await {
+            Admission::Run(pass) => pass.finish(overran),
+            Admission::Paused(left) => panic!("paused for {left:?}"),
+        }
+    }
+
     async fn run(gates: &Gates, sha256: &str, overran: bool) -> Option<Duration> {
         match gates.admit("spin", sha256).await {
             Admission::Run(pass) => pass.finish(overran),
@@ -288,6 +315,30 @@ mod tests {
         assert!(gates.paused().is_empty(), "an ended pause is not listed");
         assert_eq!(run(&gates, "v1", false).await, None, "the good probe");
         assert_eq!(run(&gates, "v1", false).await, None, "closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn side_calls_count_overruns_but_neither_probe_nor_close() {
+        let gates = gates(3);
+        assert_eq!(run(&gates, "v1", true).await, None);
+        assert_eq!(run_side(&gates, false).await, None);
+        assert_eq!(run(&gates, "v1", true).await, None);
+        assert_eq!(
+            run_side(&gates, true).await,
+            Some(FIRST_PAUSE),
+            "a good side call did not reset the run, and a spinning one counts"
+        );
+        assert!(matches!(
+            gates.admit_side("spin", "v1").await,
+            Admission::Paused(_)
+        ));
+        tokio::time::advance(FIRST_PAUSE).await;
+        assert_eq!(run_side(&gates, false).await, None);
+        let Admission::Run(probe) = gates.admit("spin", "v1").await else {
+            panic!("a side call took the probe");
+        };
+        assert!(probe.probe, "the transform after the pause is the probe");
+        assert_eq!(probe.finish(true), Some(FIRST_PAUSE * 2));
     }
 
     #[tokio::test(start_paused = true)]

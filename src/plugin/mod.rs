@@ -16,12 +16,15 @@
 
 pub mod cli;
 mod compile;
+mod config_check;
 mod gate;
+mod info;
 pub mod new;
 mod registry;
 pub mod runtime;
 
-pub use registry::{About, PluginInfo, PluginSource};
+pub use config_check::ConfigRefused;
+pub use info::{About, PluginInfo, PluginSource};
 
 use crate::config::PluginLimitsConfig;
 use crate::domain::OutgoingRequest;
@@ -60,7 +63,7 @@ pub enum PluginError {
     #[error("failed to load: {0}")]
     WrongWorld(String),
     /// The plugin called an import hookgate does not provide (e.g. a WASI interface).
-    #[error("called `{0}`, which hookgate does not provide to plugins")]
+    #[error("called `{0}`, which hookgate does not provide to plugins{hint}", hint = missing_import_hint(.0))]
     MissingImport(String),
     /// The call failed and the plugin's `validate-config` refuses the destination's config.
     #[error("refuses its config: {0}")]
@@ -86,49 +89,14 @@ impl PluginError {
     }
 }
 
-/// A config a plugin's `validate-config` refuses: `pointer` (RFC 6901) names the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigRefused {
-    pub pointer: String,
-    pub message: String,
-}
-
-impl ConfigRefused {
-    /// The field as the API names fields: `webhook_transform_config.channels[0]` for the
-    /// pointer `/channels/0` under `config_field`.
-    pub fn field(&self, config_field: &str) -> String {
-        let mut field = config_field.to_owned();
-        let tokens: Vec<&str> = match self.pointer.as_str() {
-            "" => Vec::new(),
-            // A pointer without its leading `/` (an easy slip) names one key, not its tail.
-            pointer => match pointer.strip_prefix('/') {
-                Some(path) => path.split('/').collect(),
-                None => vec![pointer],
-            },
-        };
-        for token in tokens {
-            let token = token.replace("~1", "/").replace("~0", "~");
-            if token.is_empty() {
-                field.push_str("[\"\"]");
-            } else if token.bytes().all(|byte| byte.is_ascii_digit()) {
-                // An array index, or an object key of digits: RFC 6901 does not tell them
-                // apart, and neither can this.
-                field.push_str(&format!("[{token}]"));
-            } else {
-                field.push('.');
-                field.push_str(&token);
-            }
-        }
-        field
-    }
-}
-
-impl std::fmt::Display for ConfigRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.pointer.as_str() {
-            "" => f.write_str(&self.message),
-            pointer => write!(f, "{pointer}: {}", self.message),
-        }
+/// What a missing import usually means, where it is known: a Rust plugin's panic handler
+/// reads `RUST_BACKTRACE` before it prints the message, so a panic surfaces as this call.
+fn missing_import_hint(import: &str) -> &'static str {
+    if import.starts_with("wasi:cli/environment") && import.ends_with("#get-environment") {
+        " (Rust's standard library makes this call when the plugin panics or reads an \
+         environment variable: return Err instead of panicking)"
+    } else {
+        ""
     }
 }
 
@@ -180,9 +148,6 @@ pub struct PluginHost {
     validated: Arc<Mutex<HashMap<String, Result<(), ConfigRefused>>>>,
 }
 
-/// How many `validate-config` answers are kept before the cache starts over.
-const VALIDATED_ANSWERS: usize = 4096;
-
 impl PluginHost {
     /// Load the bundled plugins and every component in `plugins_dir`. Files that fail to
     /// load are reported in the listing, not fatal. Compiled versions no plugin serves are
@@ -201,21 +166,23 @@ impl PluginHost {
         .await
         .map_err(|error| PluginError::Internal(error.to_string()))?;
         host.describe_loaded().await;
-        host.warm_bundled_in_background();
         Ok(host)
     }
 
-    /// Compile the bundled plugins off the request path, so no first delivery waits for
-    /// Cranelift and the listing shows what each one is.
-    fn warm_bundled_in_background(&self) {
-        let host = self.clone();
-        tokio::spawn(async move {
-            for plugin in host.registry.bundled() {
-                if let Err(error) = host.ready(&plugin).await {
-                    tracing::error!(plugin = %plugin.info.name, %error, "a bundled plugin failed to compile");
-                }
+    /// Compile the bundled plugins no file overrides, off the request path, so no first
+    /// delivery waits for Cranelift and the listing shows what each one is.
+    async fn warm_bundled(&self, shutdown: &CancellationToken) {
+        for plugin in self.registry.bundled() {
+            if self.registry.overridden(&plugin.info.name) {
+                continue;
             }
-        });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ready = self.ready(&plugin) => if let Err(error) = ready {
+                    tracing::error!(plugin = %plugin.info.name, %error, "a bundled plugin failed to compile");
+                },
+            }
+        }
     }
 
     /// The bundled plugins and only the file of `name`, if any: for trying one plugin
@@ -270,21 +237,23 @@ impl PluginHost {
     }
 
     async fn describe(&self, plugin: &Plugin, compiled: &runtime::Compiled) {
-        let Ok(slot) = self.slot().await else {
-            return;
-        };
-        let described = runtime::describe(compiled, self.limits).await;
-        drop(slot);
-        let about = match described {
-            Ok(about) => about.map(registry::About::from),
-            Err(error) => {
-                // Asked once per version: a plugin whose describe fails is listed without
-                // a description rather than asked again on every call.
-                tracing::warn!(plugin = %plugin.info.name, %error, "the plugin's describe call failed");
-                None
-            }
-        };
-        plugin.set_about(about);
+        plugin
+            .describe_once(|| async {
+                let described = match self.slot().await {
+                    Ok(_slot) => runtime::describe(compiled, self.limits).await,
+                    Err(error) => Err(error),
+                };
+                match described {
+                    Ok(about) => about.map(About::from),
+                    Err(error) => {
+                        // Asked once per version: a plugin whose describe fails is listed
+                        // without a description rather than asked again on every call.
+                        tracing::warn!(plugin = %plugin.info.name, %error, "the plugin's describe call failed");
+                        None
+                    }
+                }
+            })
+            .await;
     }
 
     /// `plugin` compiled, on the blocking pool if this is its first use (bundled plugins
@@ -318,11 +287,13 @@ impl PluginHost {
             })
     }
 
-    /// Poll the plugins folder every `interval` until `shutdown`.
+    /// Compile the bundled plugins in the background, then poll the plugins folder every
+    /// `interval`, until `shutdown`.
     pub fn watch(&self, interval: Duration, shutdown: CancellationToken) {
         let registry = self.registry.clone();
         let host = self.clone();
         tokio::spawn(async move {
+            host.warm_bundled(&shutdown).await;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -343,15 +314,20 @@ impl PluginHost {
 
     /// Why no version of `name` serves, for a 422 that says what to do; `None` when one
     /// does.
+    /// A tenant sees only that a file failed, not why: the error names paths and
+    /// wasmtime's words, which are the operator's to read in the listing.
     pub fn missing(&self, name: &str) -> Option<String> {
+        // Asked before `exists`: a load that finishes between the two checks is then seen
+        // as loading, never as a plugin that is not installed.
+        let loading = self.registry.is_loading(name);
         if self.exists(name) {
             return None;
         }
         let unknown = format!("no transform plugin named {name:?} is installed");
-        Some(if self.registry.is_loading(name) {
+        Some(if loading {
             format!("{unknown}: its file is being compiled, and it serves in a few seconds")
-        } else if let Some(error) = self.registry.load_error(name) {
-            format!("{unknown}: its file {error}")
+        } else if self.registry.load_error(name).is_some() {
+            format!("{unknown}: its file failed to load (see GET /api/v1/plugins)")
         } else {
             unknown
         })
@@ -374,75 +350,6 @@ impl PluginHost {
     pub async fn warm(&self, name: &str) -> Result<(), PluginError> {
         let plugin = self.plugin(name)?;
         self.ready(&plugin).await.map(drop)
-    }
-
-    /// Ask `name`'s `validate-config` whether it accepts `config_json`. Answers are cached
-    /// per version and config. A plugin that is not installed, a 0.1.0 plugin, and a call
-    /// that fails (trap, timeout) accept: the config is then tried at delivery, where the
-    /// failure is recorded.
-    pub async fn validate_config(
-        &self,
-        name: &str,
-        config_json: &str,
-    ) -> Result<(), ConfigRefused> {
-        let Some(plugin) = self.registry.get(name) else {
-            return Ok(());
-        };
-        let key = format!("{}\n{config_json}", plugin.info.sha256);
-        if let Some(answer) = self
-            .validated
-            .lock()
-            .ok()
-            .and_then(|answers| answers.get(&key).cloned())
-        {
-            return answer;
-        }
-        let answer = match self.check_config(&plugin, config_json).await {
-            Ok(answer) => answer,
-            Err(error) => {
-                // Not cached: a timeout on a busy machine or a paused plugin may answer
-                // next time.
-                tracing::warn!(plugin = %name, %error, "the plugin's validate-config call failed; the config is accepted unchecked");
-                return Ok(());
-            }
-        };
-        if let Ok(mut answers) = self.validated.lock() {
-            // Configs are few and repeat; a flood of distinct ones only restarts the cache.
-            if answers.len() >= VALIDATED_ANSWERS {
-                answers.clear();
-            }
-            answers.insert(key, answer.clone());
-        }
-        answer
-    }
-
-    async fn check_config(
-        &self,
-        plugin: &Arc<Plugin>,
-        config_json: &str,
-    ) -> Result<Result<(), ConfigRefused>, PluginError> {
-        let compiled = self.ready(plugin).await?;
-        // Through the plugin's gate like any call: a spinning validate-config counts
-        // toward its breaker, and a paused plugin is not called.
-        let pass = match self
-            .gates
-            .admit(&plugin.info.name, &plugin.info.sha256)
-            .await
-        {
-            gate::Admission::Run(pass) => pass,
-            gate::Admission::Paused(left) => return Err(PluginError::Paused(left)),
-        };
-        let slot = self.slot().await?;
-        let checked = runtime::validate_config(&compiled, self.limits, config_json).await;
-        drop(slot);
-        pass.finish(matches!(checked, Err(PluginError::Timeout(_))));
-        Ok(match checked? {
-            None | Some(Ok(())) => Ok(()),
-            Some(Err(refused)) => Err(ConfigRefused {
-                pointer: refused.pointer,
-                message: refused.message,
-            }),
-        })
     }
 
     /// One of the slots bounding calls at once across plugins.
@@ -509,30 +416,5 @@ fn to_wit(request: OutgoingRequest) -> runtime::wit::OutgoingRequest {
             .map(|(name, value)| runtime::wit::Header { name, value })
             .collect(),
         body: request.body.to_vec(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ConfigRefused;
-
-    fn field(pointer: &str) -> String {
-        ConfigRefused {
-            pointer: pointer.into(),
-            message: String::new(),
-        }
-        .field("config")
-    }
-
-    #[test]
-    fn pointers_name_fields_as_the_api_does() {
-        assert_eq!(field(""), "config");
-        assert_eq!(field("/prefix"), "config.prefix");
-        assert_eq!(field("/fields/0/name"), "config.fields[0].name");
-        assert_eq!(field("/in/~1event_type"), "config.in./event_type");
-        assert_eq!(field("/a~0b"), "config.a~b");
-        assert_eq!(field("/"), "config[\"\"]");
-        assert_eq!(field("prefix"), "config.prefix");
-        assert_eq!(field("fields/0"), "config.fields/0");
     }
 }

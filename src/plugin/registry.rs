@@ -1,71 +1,13 @@
 //! The set of installed plugins and the folder scan that keeps it current.
 
-use super::runtime::{self, Compiled, Contract};
+use super::info::{About, PluginInfo, PluginSource};
+use super::runtime::{self, Compiled};
 use super::{PluginCache, PluginError};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::SystemTime;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PluginSource {
-    Bundled,
-    File,
-}
-
-/// One row of `GET /api/v1/plugins`.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginInfo {
-    pub name: String,
-    pub source: PluginSource,
-    /// SHA-256 of the component bytes, hex.
-    pub sha256: String,
-    /// When the serving version was loaded (RFC 3339).
-    pub loaded_at: String,
-    pub path: Option<String>,
-    /// Why the newest file failed to load, while an older version (or none) serves.
-    pub last_error: Option<String>,
-    /// Set while the plugin's breaker has it paused: milliseconds until its probe call.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub paused_for_ms: Option<u64>,
-    /// Set while a new or changed file of this name is being read and compiled.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub loading: bool,
-    /// The contract the serving version implements (`0.2.0` or `0.1.0`); `null` until it
-    /// is compiled (bundled plugins compile in the background at start).
-    pub contract: Option<Contract>,
-    /// What a 0.2.0 plugin says about itself.
-    pub about: Option<About>,
-    /// Imports the component declares that run code: hookgate provides none, so each traps
-    /// if called, and the delivery that called it is dead-lettered with the import's name.
-    pub trapping_imports: Vec<String>,
-}
-
-/// A 0.2.0 plugin's own description (WIT `plugin-info`).
-#[derive(Debug, Clone, Serialize)]
-pub struct About {
-    pub name: String,
-    pub version: String,
-    pub description: String,
-    /// A JSON Schema of its config (the plugin's text, when that is not JSON).
-    pub config_schema: Option<serde_json::Value>,
-}
-
-impl From<runtime::wit::PluginInfo> for About {
-    fn from(info: runtime::wit::PluginInfo) -> Self {
-        About {
-            name: info.name,
-            version: info.version,
-            description: info.description,
-            config_schema: info
-                .config_schema
-                .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),
-        }
-    }
-}
 
 /// A plugin version. Bundled plugins compile after start, in the background (they are known
 /// good, so nothing waits to admit them); files compile before they are admitted.
@@ -74,8 +16,9 @@ pub struct Plugin {
     wasm: Arc<[u8]>,
     cache_dir: Option<PathBuf>,
     compiled: OnceLock<Result<Compiled, PluginError>>,
-    /// What `describe` answered (`None` for a 0.1.0 plugin or a failed call), once asked.
-    about: OnceLock<Option<About>>,
+    /// What `describe` answered (`None` for a 0.1.0 plugin or a failed call), once asked:
+    /// callers racing to describe a new version wait for the one call.
+    about: tokio::sync::OnceCell<Option<About>>,
 }
 
 impl Plugin {
@@ -99,11 +42,15 @@ impl Plugin {
     }
 
     pub fn is_described(&self) -> bool {
-        self.about.get().is_some()
+        self.about.initialized()
     }
 
-    pub fn set_about(&self, about: Option<About>) {
-        let _ = self.about.set(about);
+    /// Run `ask` to describe this version unless it has been (or is being) described.
+    pub async fn describe_once<F>(&self, ask: impl FnOnce() -> F)
+    where
+        F: Future<Output = Option<About>>,
+    {
+        self.about.get_or_init(ask).await;
     }
 
     /// The listing row: the version's facts, and what compiling and `describe` found.
@@ -167,7 +114,7 @@ impl Registry {
                     wasm: Arc::from(*wasm),
                     cache_dir: cache_dir.clone(),
                     compiled: OnceLock::new(),
-                    about: OnceLock::new(),
+                    about: tokio::sync::OnceCell::new(),
                 };
                 ((*name).to_owned(), Arc::new(plugin))
             })
@@ -198,6 +145,13 @@ impl Registry {
             .read()
             .ok()
             .and_then(|errors| errors.get(name).cloned())
+    }
+
+    /// A file of this name serves instead of the bundled plugin.
+    pub fn overridden(&self, name: &str) -> bool {
+        self.files
+            .read()
+            .is_ok_and(|files| files.contains_key(name))
     }
 
     pub fn bundled(&self) -> Vec<Arc<Plugin>> {
@@ -305,19 +259,31 @@ impl Registry {
         if let Ok(mut stamps) = self.stamps.write() {
             stamps.retain(|path, _| seen.values().any(|(seen_path, _)| seen_path == path));
         }
-        for (name, (path, stamp)) in seen {
-            let unchanged = self
-                .stamps
-                .read()
-                .map(|stamps| stamps.get(&path) == Some(&stamp))
-                .unwrap_or(false);
-            if !unchanged {
-                self.load_file(&name, &path);
-                if let Ok(mut stamps) = self.stamps.write() {
-                    stamps.insert(path, stamp);
-                }
+        let changed: Vec<(String, PathBuf, FileStamp)> = seen
+            .into_iter()
+            .filter(|(_, (path, stamp))| {
+                self.stamps
+                    .read()
+                    .map(|stamps| stamps.get(path) != Some(stamp))
+                    .unwrap_or(true)
+            })
+            .map(|(name, (path, stamp))| (name, path, stamp))
+            .collect();
+        // Every changed file is marked before the first compiles, so while a folder of
+        // large components compiles one by one, each of them is reported as loading, not
+        // as missing.
+        let mut marked = LoadingMarks::new(
+            &self.loading,
+            changed.iter().map(|(name, _, _)| name.clone()),
+        );
+        for (name, path, stamp) in changed {
+            self.load_file_marked(&name, &path);
+            marked.unmark(&name);
+            if let Ok(mut stamps) = self.stamps.write() {
+                stamps.insert(path, stamp);
             }
         }
+        drop(marked);
         // After the loads: a file renamed (`mv a.wasm b.wasm`) is served under its new name
         // by then, so its compiled version is kept rather than dropped and compiled again.
         for name in removed {
@@ -383,13 +349,8 @@ impl Registry {
     }
 
     fn load_file(&self, name: &str, path: &Path) {
-        if let Ok(mut loading) = self.loading.write() {
-            loading.insert(name.to_owned());
-        }
+        let _marked = LoadingMarks::new(&self.loading, [name.to_owned()]);
         self.load_file_marked(name, path);
-        if let Ok(mut loading) = self.loading.write() {
-            loading.remove(name);
-        }
     }
 
     fn load_file_marked(&self, name: &str, path: &Path) {
@@ -424,7 +385,7 @@ impl Registry {
                     wasm: Arc::from(wasm),
                     cache_dir: self.cache_dir().map(Path::to_owned),
                     compiled: OnceLock::from(Ok(compiled)),
-                    about: OnceLock::new(),
+                    about: tokio::sync::OnceCell::new(),
                 };
                 Ok(Some(plugin))
             });
@@ -462,6 +423,40 @@ impl Registry {
                 if let Ok(mut errors) = self.errors.write() {
                     errors.insert(name.to_owned(), error);
                 }
+            }
+        }
+    }
+}
+
+/// Names marked as loading until each is unmarked or the marks are dropped, so a load that
+/// panics does not leave its plugin reported as loading for ever.
+struct LoadingMarks<'a> {
+    loading: &'a RwLock<BTreeSet<String>>,
+    names: Vec<String>,
+}
+
+impl<'a> LoadingMarks<'a> {
+    fn new(loading: &'a RwLock<BTreeSet<String>>, names: impl IntoIterator<Item = String>) -> Self {
+        let names: Vec<String> = names.into_iter().collect();
+        if let Ok(mut set) = loading.write() {
+            set.extend(names.iter().cloned());
+        }
+        LoadingMarks { loading, names }
+    }
+
+    fn unmark(&mut self, name: &str) {
+        self.names.retain(|marked| marked != name);
+        if let Ok(mut set) = self.loading.write() {
+            set.remove(name);
+        }
+    }
+}
+
+impl Drop for LoadingMarks<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.loading.write() {
+            for name in &self.names {
+                set.remove(name);
             }
         }
     }

@@ -241,10 +241,13 @@ pub struct DeliveryView {
     pub status: DeliveryStatus,
     pub source: crate::domain::DestinationSource,
     pub attempt_count: u32,
-    /// When the next attempt is due (queued deliveries only), epoch milliseconds.
+    /// When the next attempt is due (queued deliveries only).
+    #[serde(serialize_with = "crate::domain::serialize_optional_iso_millis")]
     pub next_attempt_at: Option<UnixMillis>,
     pub last_error: Option<String>,
+    #[serde(serialize_with = "crate::domain::serialize_iso_millis")]
     pub created_at: UnixMillis,
+    #[serde(serialize_with = "crate::domain::serialize_iso_millis")]
     pub updated_at: UnixMillis,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<Attempt>>,
@@ -258,7 +261,11 @@ pub struct EventView {
     pub event_id: EventId,
     pub event_type: String,
     pub project_id: Option<String>,
+    /// Unix seconds, as the event's payload gives it (SPEC 5).
     pub timestamp: f64,
+    /// `timestamp` in ISO 8601 UTC, like every other API timestamp.
+    #[serde(serialize_with = "crate::domain::serialize_iso_millis")]
+    pub accepted_at: UnixMillis,
     pub payload: serde_json::Value,
     pub deliveries: Vec<DeliveryView>,
 }
@@ -507,6 +514,11 @@ impl Store {
     /// Deliveries queued or in flight.
     pub async fn queue_depth(&self) -> Result<u64, StoreError> {
         dispatch!(self, s => s.queue_depth().await)
+    }
+
+    /// The waiting deliveries split as (queued, in flight).
+    pub async fn queue_by_state(&self) -> Result<(u64, u64), StoreError> {
+        dispatch!(self, s => s.queue_by_state().await)
     }
 
     /// Stop accepting writes once what is queued has committed.

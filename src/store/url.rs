@@ -55,6 +55,16 @@ impl StoreUrl {
     }
 }
 
+impl std::fmt::Display for StoreUrl {
+    /// For logs: the SQLite file, or the PostgreSQL server without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite { path, .. } => write!(f, "sqlite:{}", path.display()),
+            StoreUrl::Postgres(settings) => f.write_str(&settings.describe()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

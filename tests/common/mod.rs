@@ -7,6 +7,7 @@
 //! gets a fresh schema in it, so the whole suite runs unchanged on either store.
 #![allow(dead_code, unused_imports)] // each test file uses its own subset
 
+pub mod binary;
 pub mod plugins;
 pub mod postgres;
 pub mod receiver;
@@ -273,4 +274,16 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Comm
         }
     }
     command
+}
+
+/// An API timestamp (ISO 8601 UTC, `2026-11-30T23:54:16.123Z`) as epoch milliseconds;
+/// `None` when it is not a string in that form.
+pub fn iso_millis(value: &Value) -> Option<i64> {
+    let text = value.as_str()?;
+    if !text.ends_with('Z') {
+        return None;
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|at| at.timestamp_millis())
 }

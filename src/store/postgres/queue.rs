@@ -107,6 +107,7 @@ impl PgStore {
             event_type: row.try_get(1)?,
             project_id: row.try_get(2)?,
             timestamp: row.try_get(3)?,
+            accepted_at: (row.try_get::<_, f64>(3)? * 1000.0) as UnixMillis,
             payload: serde_json::from_str(&payload)
                 .map_err(|error| StoreError::Corrupt(format!("event payload: {error}")))?,
             deliveries,
@@ -195,6 +196,24 @@ impl PgStore {
             .await?;
         let depth: i64 = client.query_one(&count, &[]).await?.try_get(0)?;
         Ok(u64::try_from(depth).unwrap_or(0))
+    }
+
+    /// The waiting deliveries split as (queued, in flight).
+    pub async fn queue_by_state(&self) -> Result<(u64, u64), StoreError> {
+        let client = self.client().await?;
+        let count = client
+            .prepare_cached(
+                "SELECT count(*) FILTER (WHERE status = 'queued'), \
+                        count(*) FILTER (WHERE status = 'in_flight') \
+                 FROM deliveries WHERE status IN ('queued', 'in_flight')",
+            )
+            .await?;
+        let row = client.query_one(&count, &[]).await?;
+        let (queued, in_flight): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        Ok((
+            u64::try_from(queued).unwrap_or(0),
+            u64::try_from(in_flight).unwrap_or(0),
+        ))
     }
 }
 

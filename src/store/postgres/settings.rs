@@ -90,6 +90,33 @@ impl PgSettings {
         self.pool_size
     }
 
+    /// `postgres://USER@HOST:PORT/DB` for logs: the password and the options are left out.
+    pub fn describe(&self) -> String {
+        use tokio_postgres::config::Host;
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .zip(
+                self.config
+                    .get_ports()
+                    .iter()
+                    .chain(std::iter::repeat(&5432)),
+            )
+            .map(|(host, port)| match host {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(path) => format!("{}:{port}", path.display()),
+            })
+            .collect();
+        format!(
+            "postgres://{}@{}/{} (pool of {})",
+            self.config.get_user().unwrap_or_default(),
+            hosts.join(","),
+            self.config.get_dbname().unwrap_or_default(),
+            self.pool_size,
+        )
+    }
+
     /// The `-c name=value` options the URL sets (the search path, for one).
     pub fn options(&self) -> Option<&str> {
         self.config.get_options()
@@ -142,5 +169,17 @@ mod tests {
             let error = PgSettings::parse(url).unwrap_err().to_string();
             assert!(!error.contains("hunter2"), "{url}: {error}");
         }
+    }
+
+    #[test]
+    fn described_without_the_password_or_options() {
+        let settings = PgSettings::parse(
+            "postgres://root:hunter2@db.internal:6432/queue?pool_size=4&options=-c%20search_path%3Dx",
+        )
+        .unwrap();
+        assert_eq!(
+            settings.describe(),
+            "postgres://root@db.internal:6432/queue (pool of 4)"
+        );
     }
 }

@@ -108,6 +108,11 @@ impl LeaseTable {
         }
     }
 
+    /// Rows under a lease that has not ended at `now`: the deliveries in flight.
+    pub fn live(&self, now: UnixMillis) -> usize {
+        self.by_seq.values().filter(|held| held.until > now).count()
+    }
+
     /// Whether the row is still held under `token` (ended or not).
     pub fn is_held_by(&self, seq: i64, token: &LeaseToken) -> bool {
         self.by_seq

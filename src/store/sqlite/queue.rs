@@ -258,6 +258,7 @@ impl SqliteStore {
                 event_type,
                 project_id,
                 timestamp,
+                accepted_at: (timestamp * 1000.0) as UnixMillis,
                 payload,
                 deliveries,
             }))
@@ -365,6 +366,14 @@ impl SqliteStore {
             Ok(depth as u64)
         })
         .await
+    }
+
+    /// The waiting deliveries split as (queued, in flight): a held row is `queued` in the
+    /// file, so the in-flight ones are the live leases.
+    pub async fn queue_by_state(&self) -> Result<(u64, u64), StoreError> {
+        let waiting = self.queue_depth().await?;
+        let in_flight = self.inner.leases.lock().live(now_millis()) as u64;
+        Ok((waiting.saturating_sub(in_flight), in_flight.min(waiting)))
     }
 }
 
