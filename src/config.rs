@@ -95,6 +95,9 @@ pub struct LimitsConfig {
     /// node's own ingest in between, so other nodes' ingest can overshoot it by what they
     /// accept in that second.
     pub max_queued: u64,
+    /// Rows a delivery search reads for one page at most: a page with fewer matches than
+    /// asked for, and a next page token, means the search goes on further back.
+    pub search_scan_rows: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,6 +210,7 @@ impl Default for LimitsConfig {
             max_batch_bytes: 32 << 20,
             max_batch_events: 1_000,
             max_queued: 1_000_000,
+            search_scan_rows: 5_000,
         }
     }
 }
@@ -404,6 +408,9 @@ impl Config {
         if let Some(value) = lookup("HOOKGATE_MAX_QUEUED") {
             self.limits.max_queued = number("HOOKGATE_MAX_QUEUED", value)?;
         }
+        if let Some(value) = lookup("HOOKGATE_SEARCH_SCAN_ROWS") {
+            self.limits.search_scan_rows = number("HOOKGATE_SEARCH_SCAN_ROWS", value)?;
+        }
         if let Some(value) = lookup("HOOKGATE_PLUGIN_MAX_CONCURRENT_CALLS") {
             self.plugins.max_concurrent_calls =
                 number("HOOKGATE_PLUGIN_MAX_CONCURRENT_CALLS", value)?;
@@ -469,6 +476,9 @@ impl Config {
         }
         if self.retention.batch == 0 {
             return invalid("retention.batch must be positive");
+        }
+        if self.limits.search_scan_rows == 0 {
+            return invalid("limits.search_scan_rows must be at least 1");
         }
         crate::store::StoreUrl::parse(self.store.as_deref(), &self.data_dir)
             .map_err(|error| ConfigError::Invalid(format!("store: {error}")))?;

@@ -4,8 +4,8 @@
 use super::{ApiError, ApiState};
 use crate::cluster::Node;
 use crate::domain::DeliveryStatus;
-use crate::domain::{DeliveryId, EventId, iso_millis, now_millis};
-use crate::store::{DeliveryView, EventView};
+use crate::domain::{ConfigId, DeliveryId, EventId, EventType, UnixMillis, iso_millis, now_millis};
+use crate::store::{DeliveryFilter, DeliveryView, EventView};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -44,8 +44,78 @@ pub async fn delivery(
 #[derive(Debug, Deserialize)]
 pub struct DeliveryQuery {
     status: Option<String>,
+    event_type: Option<String>,
+    event_id: Option<String>,
+    host: Option<String>,
+    url: Option<String>,
+    config_id: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
     limit: Option<usize>,
     page_token: Option<String>,
+}
+
+/// A query parameter that is absent or empty is no filter.
+fn given(value: &Option<String>) -> Option<&str> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+}
+
+/// An ISO 8601 (RFC 3339) time parameter as epoch milliseconds.
+fn time_param(name: &str, value: &Option<String>) -> Result<Option<UnixMillis>, ApiError> {
+    given(value)
+        .map(|text| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|at| at.timestamp_millis())
+                .map_err(|_| {
+                    ApiError::unprocessable(format!(
+                        "{name}: {text:?} is not an ISO 8601 time such as 2026-11-30T23:54:16Z"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+impl DeliveryQuery {
+    fn filter(&self) -> Result<DeliveryFilter, ApiError> {
+        let status = given(&self.status)
+            .map(|text| {
+                DeliveryStatus::parse(text).ok_or_else(|| {
+                    ApiError::unprocessable(format!(
+                        "status: {text:?} is not one of queued, in_flight, succeeded, failed, skipped"
+                    ))
+                })
+            })
+            .transpose()?;
+        let event_type = given(&self.event_type)
+            .map(|text| {
+                EventType::parse(text)
+                    .map_err(|error| ApiError::unprocessable(format!("event_type: {error}")))
+            })
+            .transpose()?;
+        let host = given(&self.host)
+            .map(|text| {
+                if text.contains(['/', '?', '#', '@', ' ']) {
+                    return Err(ApiError::unprocessable(format!(
+                        "host: {text:?} is not a host, or host:port, such as hooks.example.com"
+                    )));
+                }
+                Ok(text.to_ascii_lowercase())
+            })
+            .transpose()?;
+        Ok(DeliveryFilter {
+            status,
+            event_type,
+            event_id: given(&self.event_id).map(EventId::from),
+            host,
+            url_prefix: given(&self.url).map(str::to_owned),
+            config_id: given(&self.config_id).map(ConfigId::from),
+            created_from: time_param("since", &self.since)?,
+            created_before: time_param("until", &self.until)?,
+        })
+    }
 }
 
 /// A query string that does not parse, as a 422 `{"detail"}` naming the parameter like every
@@ -63,14 +133,7 @@ pub async fn deliveries(
     query: Result<Query<DeliveryQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(query_error)?;
-    let status = match query.status.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
-            ApiError::unprocessable(format!(
-                "status: {text:?} is not one of queued, in_flight, succeeded, failed, skipped"
-            ))
-        })?),
-    };
+    let filter = query.filter()?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::unprocessable("limit: must be between 1 and 1000"));
@@ -83,7 +146,10 @@ pub async fn deliveries(
             ))
         })?),
     };
-    let page = state.store.deliveries(status, limit, before).await?;
+    let page = state
+        .store
+        .search_deliveries(&filter, limit, before, state.config.limits.search_scan_rows)
+        .await?;
     Ok(Json(serde_json::json!({
         "items": page.items,
         "next_page_token": page.next_cursor.map(|seq| seq.to_string()),

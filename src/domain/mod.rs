@@ -9,7 +9,9 @@ mod event;
 pub mod headers;
 mod ids;
 
-pub use destination::{Destination, DestinationSource, OutputFormat, RetryOverride};
+pub use destination::{
+    Destination, DestinationSource, OutputFormat, RetryOverride, concurrency_key,
+};
 pub use event::{EventType, Payload, UnknownEventType};
 pub use ids::{ConfigId, DeliveryId, EventId, LeaseToken, NodeId};
 

@@ -13,15 +13,18 @@
 //!
 //! - `url`: the `store` setting, parsed into which store to open;
 //! - `sqlite`: the embedded store, one file in the data folder, one gateway;
-//! - `postgres`: the shared store, with its embedded migrations.
+//! - `postgres`: the shared store, with its embedded migrations;
+//! - `search`: delivery searches, filters over either store's delivery list.
 //!
 //! Only this module knows SQL.
 
 pub mod postgres;
+mod search;
 mod sqlite;
 mod url;
 
 pub use postgres::{PgSettings, PgStore, drop_schema, with_fresh_schema};
+pub use search::DeliveryFilter;
 pub use sqlite::SqliteStore;
 pub use url::{DEFAULT_SQLITE_FILE, StoreUrl};
 

@@ -106,9 +106,7 @@ impl Store {
         let mut cursor = before;
         let mut scanned = 0usize;
         loop {
-            let batch = self
-                .deliveries(filter.status, SEARCH_BATCH, cursor)
-                .await?;
+            let batch = self.deliveries(filter.status, SEARCH_BATCH, cursor).await?;
             scanned += batch.items.len();
             let past_range = filter.created_from.is_some_and(|from| {
                 batch
