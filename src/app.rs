@@ -5,6 +5,7 @@
 use crate::api::{self, ApiState};
 use crate::cluster::Node;
 use crate::config::Config;
+use crate::deliver::feed::AttemptFeed;
 use crate::deliver::{DeliveryContext, Engine, Handover, client::HttpClient};
 use crate::domain::DestinationSource;
 use crate::egress::EgressGuard;
@@ -81,12 +82,14 @@ impl App {
         let client = HttpClient::new(egress.clone(), config.delivery.response_body_bytes)
             .context("building the HTTP client")?;
         let config = Arc::new(config);
+        let feed = AttemptFeed::default();
         let engine = Engine::new(Arc::new(DeliveryContext {
             store: store.clone(),
             client,
             plugins: plugins.clone(),
             config: config.clone(),
             metrics: metrics.clone(),
+            feed: feed.clone(),
         }));
         let listener = TcpListener::bind(&config.listen)
             .await
@@ -133,6 +136,7 @@ impl App {
             ingest,
             node_id: node.id.clone(),
             api_keys: api_keys.clone(),
+            feed,
         });
         Ok(App {
             listener,

@@ -19,6 +19,7 @@
 //! - [`config`]: defaults → file → environment → flags. [`app`]: wires it all and runs it.
 //! - [`retention`]: the background task deleting finished work past its age.
 //! - [`metrics`]: Prometheus counters and histograms.
+//! - [`ops_cli`]: `hookgate tail` and `hookgate deliveries`, clients of a running gateway's API.
 
 pub mod api;
 pub mod app;
@@ -30,6 +31,7 @@ pub mod domain;
 pub mod egress;
 pub mod ingest;
 pub mod metrics;
+pub mod ops_cli;
 pub mod plugin;
 pub mod retention;
 pub mod routing;

@@ -38,6 +38,59 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Print attempts as they finish on a running gateway (its live stream).
+    Tail {
+        #[command(flatten)]
+        target: hookgate::ops_cli::Target,
+        #[command(flatten)]
+        filters: hookgate::ops_cli::Filters,
+        /// How the attempt ended: succeeded, retry, failed (dead letter) or skipped.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Print each attempt as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find, show and redeliver deliveries on a running gateway.
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+}
+
+// Parsed once per run: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum DeliveriesCommand {
+    /// One page of deliveries matching the filters, newest first.
+    List {
+        #[command(flatten)]
+        target: hookgate::ops_cli::Target,
+        #[command(flatten)]
+        filters: hookgate::ops_cli::Filters,
+        #[command(flatten)]
+        period: hookgate::ops_cli::Period,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Go on from where the previous page ended.
+        #[arg(long)]
+        page_token: Option<String>,
+        /// Print the page as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A delivery with every attempt, as JSON.
+    Show {
+        id: String,
+        #[command(flatten)]
+        target: hookgate::ops_cli::Target,
+    },
+    /// Queue a delivery again with a fresh retry budget.
+    Redeliver {
+        id: String,
+        #[command(flatten)]
+        target: hookgate::ops_cli::Target,
+    },
 }
 
 #[derive(clap::Args)]
@@ -142,6 +195,31 @@ fn main() -> Result<()> {
                 let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
                 hookgate::plugin::new::new(&name, lang, &dir)
             }
+            Command::Tail {
+                target,
+                filters,
+                outcome,
+                json,
+            } => hookgate::ops_cli::tail(&target, &filters, outcome.as_deref(), json).await,
+            Command::Deliveries { command } => match command {
+                DeliveriesCommand::List {
+                    target,
+                    filters,
+                    period,
+                    limit,
+                    page_token,
+                    json,
+                } => {
+                    let page = hookgate::ops_cli::Page { limit, page_token };
+                    hookgate::ops_cli::list(&target, &filters, &period, page, json).await
+                }
+                DeliveriesCommand::Show { id, target } => {
+                    hookgate::ops_cli::show(&target, &id).await
+                }
+                DeliveriesCommand::Redeliver { id, target } => {
+                    hookgate::ops_cli::redeliver(&target, &id).await
+                }
+            },
         }
     })
 }

@@ -38,7 +38,7 @@ impl AttemptLabel {
         AttemptLabel::Skipped,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             AttemptLabel::Succeeded => "succeeded",
             AttemptLabel::Retry => "retry",

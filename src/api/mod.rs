@@ -5,8 +5,10 @@
 mod configs;
 mod events;
 mod ops;
+mod stream;
 
 use crate::config::Config;
+use crate::deliver::feed::AttemptFeed;
 use crate::domain::NodeId;
 use crate::egress::EgressGuard;
 use crate::ingest::Ingest;
@@ -34,6 +36,8 @@ pub struct ApiState {
     /// This process in the node list.
     pub node_id: NodeId,
     pub api_keys: Vec<String>,
+    /// Finished attempts of this node, for `GET /api/v1/stream`.
+    pub feed: AttemptFeed,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -56,6 +60,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/api/v1/plugins", get(ops::plugins))
         .route("/api/v1/nodes", get(ops::nodes))
+        .route("/api/v1/stream", get(stream::attempts))
         .merge(configs::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

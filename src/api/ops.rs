@@ -53,6 +53,8 @@ pub struct DeliveryQuery {
     until: Option<String>,
     limit: Option<usize>,
     page_token: Option<String>,
+    /// The live stream's filter on how an attempt ended; the list has `status` instead.
+    pub(super) outcome: Option<String>,
 }
 
 /// A query parameter that is absent or empty is no filter.
@@ -79,7 +81,7 @@ fn time_param(name: &str, value: &Option<String>) -> Result<Option<UnixMillis>, 
 }
 
 impl DeliveryQuery {
-    fn filter(&self) -> Result<DeliveryFilter, ApiError> {
+    pub(super) fn filter(&self) -> Result<DeliveryFilter, ApiError> {
         let status = given(&self.status)
             .map(|text| {
                 DeliveryStatus::parse(text).ok_or_else(|| {
@@ -134,6 +136,11 @@ pub async fn deliveries(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(query_error)?;
     let filter = query.filter()?;
+    if given(&query.outcome).is_some() {
+        return Err(ApiError::unprocessable(
+            "outcome: the list filters deliveries by status; outcome filters the live stream",
+        ));
+    }
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::unprocessable("limit: must be between 1 and 1000"));

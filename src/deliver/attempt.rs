@@ -5,9 +5,10 @@
 
 use super::DeliveryContext;
 use super::client::SendError;
+use super::feed::FinishedAttempt;
 use super::request;
 use super::retry::{AttemptResult, RetryAction, RetryPolicy, parse_retry_after};
-use crate::domain::{Attempt, UnixMillis, headers, iso_millis, now_millis};
+use crate::domain::{Attempt, DeliveryStatus, UnixMillis, headers, iso_millis, now_millis};
 use crate::metrics::{AttemptLabel, AttemptRecord};
 use crate::plugin::{PluginError, TransformInput, TransformOutcome};
 use crate::store::{AttemptOutcome, ClaimedDelivery};
@@ -70,14 +71,15 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
         }
     };
     let host = destination_host(&delivery.destination.url);
+    let label = match outcome {
+        AttemptOutcome::Succeeded => AttemptLabel::Succeeded,
+        AttemptOutcome::Retry { .. } => AttemptLabel::Retry,
+        AttemptOutcome::Failed => AttemptLabel::Failed,
+        AttemptOutcome::Skipped => AttemptLabel::Skipped,
+    };
     context.metrics.record_attempt(AttemptRecord {
         event_type: &delivery.event_type,
-        outcome: match outcome {
-            AttemptOutcome::Succeeded => AttemptLabel::Succeeded,
-            AttemptOutcome::Retry { .. } => AttemptLabel::Retry,
-            AttemptOutcome::Failed => AttemptLabel::Failed,
-            AttemptOutcome::Skipped => AttemptLabel::Skipped,
-        },
+        outcome: label,
         plugin: delivery.destination.transform.as_deref(),
         host: &host,
         duration,
@@ -91,12 +93,35 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
         error: ended.error,
         response_body: ended.response_body,
     };
+    // Built before the attempt moves into the store, and only for a watcher.
+    let finished = context.feed.watched().then(|| {
+        let (status, due_at) = outcome.next_state(now_millis());
+        FinishedAttempt {
+            delivery_id: delivery.id.clone(),
+            event_id: delivery.event_id.clone(),
+            event_type: delivery.event_type.clone(),
+            webhook_url: delivery.destination.url.clone(),
+            source: delivery.destination.source.clone(),
+            attempt: number,
+            outcome: label.as_str(),
+            status,
+            response_status: attempt.response_status,
+            error: attempt.error.clone(),
+            started_at,
+            duration_ms: attempt.duration_ms,
+            next_attempt_at: (status == DeliveryStatus::Queued).then_some(due_at),
+        }
+    });
     match context
         .store
         .finish_attempt(&delivery, attempt, outcome)
         .await
     {
-        Ok(true) => {}
+        Ok(true) => {
+            if let Some(finished) = finished {
+                context.feed.publish(finished);
+            }
+        }
         Ok(false) => {
             tracing::warn!(delivery_id = %delivery.id, "lease lost before the attempt was recorded")
         }

@@ -379,6 +379,7 @@ mod tests {
             plugins,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
+            feed: Default::default(),
         }));
         store
             .enqueue((0..3).map(|_| event_for(&url)).collect())

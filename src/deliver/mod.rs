@@ -19,6 +19,7 @@ mod attempt;
 pub mod client;
 mod dispatcher;
 mod due;
+pub mod feed;
 pub mod request;
 pub mod retry;
 pub mod sign;
@@ -45,6 +46,8 @@ pub struct DeliveryContext {
     pub plugins: PluginHost,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    /// Finished attempts, for whoever watches them live.
+    pub feed: feed::AttemptFeed,
 }
 
 /// The engine's shared state: slots, leases held, the attempt tasks. Shared by the

@@ -50,29 +50,50 @@ impl DeliveryFilter {
     }
 
     pub fn matches(&self, view: &DeliveryView) -> bool {
-        self.status.is_none_or(|status| view.status == status)
+        self.matches_facts(
+            view.status,
+            &view.event_type,
+            &view.event_id,
+            &view.webhook_url,
+            &view.source,
+            Some(view.created_at),
+        )
+    }
+
+    /// The filter over a delivery's facts; without a creation time (an attempt on the live
+    /// stream), the time range is not looked at.
+    pub fn matches_facts(
+        &self,
+        status: DeliveryStatus,
+        event_type: &str,
+        event_id: &EventId,
+        webhook_url: &str,
+        source: &DestinationSource,
+        created_at: Option<UnixMillis>,
+    ) -> bool {
+        self.status.is_none_or(|wanted| status == wanted)
             && self
                 .event_type
-                .is_none_or(|event_type| view.event_type == event_type.as_str())
+                .is_none_or(|wanted| event_type == wanted.as_str())
             && self
                 .event_id
                 .as_ref()
-                .is_none_or(|event_id| view.event_id == *event_id)
+                .is_none_or(|wanted| event_id == wanted)
             && self
                 .host
                 .as_ref()
-                .is_none_or(|host| concurrency_key(&view.webhook_url) == *host)
+                .is_none_or(|host| concurrency_key(webhook_url) == *host)
             && self
                 .url_prefix
                 .as_ref()
-                .is_none_or(|prefix| redacted_url(&view.webhook_url).starts_with(prefix.as_str()))
+                .is_none_or(|prefix| redacted_url(webhook_url).starts_with(prefix.as_str()))
             && self.config_id.as_ref().is_none_or(|config_id| {
-                matches!(&view.source, DestinationSource::Saved { config_id: saved } if saved == config_id)
+                matches!(source, DestinationSource::Saved { config_id: saved } if saved == config_id)
             })
-            && self.created_from.is_none_or(|from| view.created_at >= from)
-            && self
-                .created_before
-                .is_none_or(|before| view.created_at < before)
+            && created_at.is_none_or(|created_at| {
+                self.created_from.is_none_or(|from| created_at >= from)
+                    && self.created_before.is_none_or(|before| created_at < before)
+            })
     }
 }
 
