@@ -298,6 +298,7 @@ async fn the_purge_verbs_delete_exactly_the_finished_work() {
         response_status: Some(200),
         error: None,
         response_body: None,
+        exchange: None,
     };
     let before_finishing = now_millis() - 1;
     for (path, outcome) in [

@@ -140,6 +140,7 @@ fn attempt(number: u32, status: Option<u16>) -> Attempt {
             .filter(|code| *code >= 400)
             .map(|code| format!("HTTP {code}")),
         response_body: Some("ok".into()),
+        exchange: None,
     }
 }
 

@@ -8,7 +8,9 @@ use super::client::SendError;
 use super::feed::FinishedAttempt;
 use super::request;
 use super::retry::{AttemptResult, RetryAction, RetryPolicy, parse_retry_after};
-use crate::domain::{Attempt, DeliveryStatus, UnixMillis, headers, iso_millis, now_millis};
+use crate::domain::{
+    Attempt, DeliveryStatus, Exchange, RecordedRequest, UnixMillis, headers, iso_millis, now_millis,
+};
 use crate::metrics::{AttemptLabel, AttemptRecord};
 use crate::plugin::{PluginError, TransformInput, TransformOutcome};
 use crate::store::{AttemptOutcome, ClaimedDelivery};
@@ -20,6 +22,8 @@ struct Ended {
     response_status: Option<u16>,
     error: Option<String>,
     response_body: Option<String>,
+    /// What was sent and the response's headers, once a request left.
+    exchange: Option<Exchange>,
     skipped: bool,
     /// Not attempted: the plugin is paused, so the delivery goes back to the queue until
     /// this time without spending an attempt.
@@ -92,6 +96,7 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
         response_status: ended.response_status,
         error: ended.error,
         response_body: ended.response_body,
+        exchange: ended.exchange,
     };
     // Built before the attempt moves into the store, and only for a watcher.
     let finished = context.feed.watched().then(|| {
@@ -157,6 +162,7 @@ async fn send_once(
                     response_status: None,
                     error: Some(format!("skipped by plugin {plugin}: {reason}")),
                     response_body: None,
+                    exchange: None,
                     skipped: true,
                     deferred_until: None,
                 };
@@ -209,7 +215,9 @@ async fn send_once(
         delivery.event_id.as_str(),
         now_millis() / 1000,
     );
-    match context.client.send(outgoing, policy.request_timeout).await {
+    let request = RecordedRequest::of(&outgoing, context.config.delivery.response_body_bytes);
+    let sent = context.client.send(outgoing, policy.request_timeout).await;
+    let mut ended = match sent {
         Ok(response) => {
             let retry_after = response
                 .retry_after
@@ -224,6 +232,10 @@ async fn send_once(
                 response_status: Some(response.status),
                 error: (!success).then(|| format!("receiver answered {}", response.status)),
                 response_body: Some(response.body_prefix),
+                exchange: Some(Exchange {
+                    request: RecordedRequest::default(),
+                    response_headers: response.headers,
+                }),
                 skipped: false,
                 deferred_until: None,
             }
@@ -232,7 +244,10 @@ async fn send_once(
             failed(AttemptResult::Permanent, error.to_string())
         }
         Err(error) => failed(AttemptResult::Error, error.to_string()),
-    }
+    };
+    // Recorded whether or not the receiver answered: a timeout's request was sent too.
+    ended.exchange.get_or_insert_with(Exchange::default).request = request;
+    ended
 }
 
 /// One line per finished attempt: a failure is a WARN an operator sees at the default level,
@@ -310,6 +325,7 @@ fn failed(result: AttemptResult, error: String) -> Ended {
         response_status: None,
         error: Some(error),
         response_body: None,
+        exchange: None,
         skipped: false,
         deferred_until: None,
     }

@@ -2,7 +2,7 @@
 //! a per-request timeout, and a resolver that applies the egress guard to every address a
 //! host name resolves to.
 
-use crate::domain::OutgoingRequest;
+use crate::domain::{MAX_RECORDED_RESPONSE_HEADERS, OutgoingRequest, shown_value};
 use crate::egress::{EgressDenied, EgressGuard};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::net::SocketAddr;
@@ -28,6 +28,8 @@ pub enum SendError {
 pub struct Response {
     pub status: u16,
     pub retry_after: Option<String>,
+    /// The first headers, as attempt records keep them (credentials masked, values cut).
+    pub headers: Vec<(String, String)>,
     /// The first bytes of the body, lossily decoded.
     pub body_prefix: String,
 }
@@ -105,6 +107,15 @@ impl HttpClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
+        let headers = response
+            .headers()
+            .iter()
+            .take(MAX_RECORDED_RESPONSE_HEADERS)
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes());
+                (name.as_str().to_owned(), shown_value(name.as_str(), &value))
+            })
+            .collect();
         let mut prefix = Vec::new();
         let mut read = 0usize;
         let mut read_whole = true;
@@ -149,6 +160,7 @@ impl HttpClient {
         Ok(Response {
             status,
             retry_after,
+            headers,
             body_prefix,
         })
     }

@@ -6,6 +6,7 @@
 
 mod destination;
 mod event;
+mod exchange;
 pub mod headers;
 mod ids;
 
@@ -13,6 +14,10 @@ pub use destination::{
     Destination, DestinationSource, OutputFormat, RetryOverride, concurrency_key,
 };
 pub use event::{EventType, Payload, UnknownEventType};
+pub use exchange::{
+    Exchange, MAX_RECORDED_HEADER_VALUE_BYTES, MAX_RECORDED_RESPONSE_HEADERS, RecordedRequest,
+    shown_value,
+};
 pub use ids::{ConfigId, DeliveryId, EventId, LeaseToken, NodeId};
 
 use serde::{Deserialize, Serialize};
@@ -166,6 +171,23 @@ pub struct Attempt {
     pub error: Option<String>,
     /// The first bytes of the response body, lossily decoded.
     pub response_body: Option<String>,
+    /// The request as sent and the response's headers; `None` when nothing was sent (the
+    /// plugin failed or skipped) or the record predates them.
+    #[serde(flatten)]
+    pub exchange: Option<Exchange>,
+}
+
+impl Exchange {
+    /// As stored: JSON text.
+    pub fn to_stored(&self) -> String {
+        // Strings and lists of strings always serialise.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// From its stored text; a record that does not parse is shown without it.
+    pub fn from_stored(text: Option<&str>) -> Option<Exchange> {
+        text.and_then(|text| serde_json::from_str(text).ok())
+    }
 }
 
 /// An HTTP POST about to be sent: what the request builder makes, plugins reshape and the

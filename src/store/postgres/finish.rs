@@ -10,7 +10,9 @@
 
 use super::group::GroupWrite;
 use super::{PgStore, RELAXED_COMMIT, count_to_store, parse_id};
-use crate::domain::{Attempt, DeliveryId, DeliveryStatus, LeaseToken, UnixMillis, now_millis};
+use crate::domain::{
+    Attempt, DeliveryId, DeliveryStatus, Exchange, LeaseToken, UnixMillis, now_millis,
+};
 use crate::store::{AttemptOutcome, StoreError};
 use deadpool_postgres::Pool;
 use std::collections::HashSet;
@@ -27,27 +29,28 @@ pub(super) const WRITERS: usize = 2;
 /// already there is kept (see migration 4 on older nodes).
 const FINISH: &str = "WITH input AS ( \
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::int4[], \
-             $6::text[], $7::int8[], $8::int8[], $9::int4[], $10::text[]) \
+             $6::text[], $7::int8[], $8::int8[], $9::int4[], $10::text[], $12::text[]) \
          AS i(id, lease_token, status, due_at, number, error, started_at, duration_ms, \
-             response_status, response_body)), \
+             response_status, response_body, exchange)), \
      moved AS ( \
          UPDATE deliveries d SET status = i.status, due_at = i.due_at, attempts = i.number, \
              last_error = i.error, updated_at = $11, lease_token = NULL, \
              latest_number = i.number, latest_started_at = i.started_at, \
              latest_duration_ms = i.duration_ms, latest_status = i.response_status, \
-             latest_error = i.error, latest_body = i.response_body \
+             latest_error = i.error, latest_body = i.response_body, \
+             latest_exchange = i.exchange \
          FROM input i WHERE d.id = i.id AND d.lease_token = i.lease_token \
          RETURNING d.id, i.lease_token), \
      previous AS ( \
          SELECT d.id, d.latest_number, d.latest_started_at, d.latest_duration_ms, \
-             d.latest_status, d.latest_error, d.latest_body \
+             d.latest_status, d.latest_error, d.latest_body, d.latest_exchange \
          FROM deliveries d JOIN input i ON d.id = i.id AND d.lease_token = i.lease_token \
          WHERE d.latest_number < i.number), \
      recorded AS ( \
          INSERT INTO attempts (delivery_id, number, started_at, duration_ms, response_status, \
-             error, response_body) \
+             error, response_body, exchange) \
          SELECT p.id, p.latest_number, p.latest_started_at, p.latest_duration_ms, \
-             p.latest_status, p.latest_error, p.latest_body \
+             p.latest_status, p.latest_error, p.latest_body, p.latest_exchange \
          FROM previous p JOIN moved m ON m.id = p.id \
          ON CONFLICT (delivery_id, number) DO NOTHING) \
      SELECT id, lease_token FROM moved";
@@ -59,6 +62,8 @@ pub(super) struct FinishRow {
     status: DeliveryStatus,
     due_at: UnixMillis,
     attempt: Attempt,
+    /// `attempt.exchange` as stored.
+    exchange: Option<String>,
 }
 
 impl PgStore {
@@ -91,6 +96,7 @@ impl PgStore {
             lease_token,
             status,
             due_at,
+            exchange: attempt.exchange.as_ref().map(Exchange::to_stored),
             attempt,
         };
         self.inner.finishes.submit(row).await
@@ -112,7 +118,8 @@ impl GroupWrite for Finish {
     fn size(row: &FinishRow) -> (usize, usize) {
         let attempt = &row.attempt;
         let bytes = attempt.error.as_ref().map_or(0, String::len)
-            + attempt.response_body.as_ref().map_or(0, String::len);
+            + attempt.response_body.as_ref().map_or(0, String::len)
+            + row.exchange.as_ref().map_or(0, String::len);
         (1, bytes)
     }
 
@@ -150,6 +157,7 @@ impl GroupWrite for Finish {
             .iter()
             .map(|row| row.attempt.response_body.as_deref())
             .collect();
+        let exchanges: Vec<Option<&str>> = rows.iter().map(|row| row.exchange.as_deref()).collect();
         let moved: HashSet<(Uuid, Uuid)> = transaction
             .query(
                 &finish,
@@ -165,6 +173,7 @@ impl GroupWrite for Finish {
                     &statuses_received,
                     &bodies,
                     &now_millis(),
+                    &exchanges,
                 ],
             )
             .await?

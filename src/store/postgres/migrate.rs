@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "latest_attempt",
         sql: include_str!("migrations/0004_latest_attempt.sql"),
     },
+    Migration {
+        version: 5,
+        name: "exchange",
+        sql: include_str!("migrations/0005_exchange.sql"),
+    },
 ];
 
 /// Taken with `pg_advisory_xact_lock` for the length of a migration run. Any constant will

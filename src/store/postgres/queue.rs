@@ -4,8 +4,8 @@
 use super::cluster::notify_queued;
 use super::{DURABLE_COMMIT, PgStore, RELAXED_COMMIT, parse_id, stored_count};
 use crate::domain::{
-    Attempt, DeliveryId, DeliveryStatus, Destination, DestinationSource, EventId, LeaseToken,
-    UnixMillis, now_millis,
+    Attempt, DeliveryId, DeliveryStatus, Destination, DestinationSource, EventId, Exchange,
+    LeaseToken, UnixMillis, now_millis,
 };
 use crate::store::{DeliveryView, EventView, Page, StoreError};
 use deadpool_postgres::GenericClient;
@@ -134,11 +134,12 @@ impl PgStore {
         let mut view = delivery_view(&row)?;
         let attempts = client
             .prepare_cached(
-                "SELECT number, started_at, duration_ms, response_status, error, response_body \
+                "SELECT number, started_at, duration_ms, response_status, error, response_body, \
+                     exchange \
                  FROM attempts WHERE delivery_id = $1 \
                  UNION ALL \
                  SELECT latest_number, latest_started_at, latest_duration_ms, latest_status, \
-                     latest_error, latest_body \
+                     latest_error, latest_body, latest_exchange \
                  FROM deliveries WHERE id = $1 AND latest_number IS NOT NULL \
                  ORDER BY 1",
             )
@@ -157,6 +158,7 @@ impl PgStore {
                         .and_then(|status| u16::try_from(status).ok()),
                     error: row.try_get(4)?,
                     response_body: row.try_get(5)?,
+                    exchange: Exchange::from_stored(row.try_get::<_, Option<&str>>(6)?),
                 })
             })
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;

@@ -68,7 +68,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     latest_duration_ms INTEGER,
     latest_status      INTEGER,
     latest_error       TEXT,
-    latest_body        TEXT
+    latest_body        TEXT,
+    -- The request as sent and the response's headers, as JSON (`domain::Exchange`).
+    latest_exchange    TEXT
 );
 -- Covers the claim scan: due time and destination, without touching the table.
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(due_at, dest_key)
@@ -93,6 +95,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     response_status INTEGER,
     error           TEXT,
     response_body   TEXT,
+    exchange        TEXT,
     PRIMARY KEY (delivery_id, number)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS webhook_configs (
@@ -162,8 +165,9 @@ impl SqliteStore {
         let writer = open_connection(path, false)?;
         writer.execute_batch(SCHEMA)?;
         writer.execute_batch("BEGIN IMMEDIATE")?;
-        let migrated =
-            add_latest_attempt_columns(&writer).and_then(|()| add_delivery_ranges(&writer));
+        let migrated = add_latest_attempt_columns(&writer)
+            .and_then(|()| add_delivery_ranges(&writer))
+            .and_then(|()| add_exchange_columns(&writer));
         match migrated {
             // The migrations apply together or not at all.
             Ok(()) => writer.execute_batch("COMMIT")?,
@@ -352,6 +356,17 @@ fn add_latest_attempt_columns(conn: &Connection) -> Result<(), StoreError> {
              ALTER TABLE deliveries ADD COLUMN latest_error TEXT; \
              ALTER TABLE deliveries ADD COLUMN latest_body TEXT;",
         )?;
+    }
+    Ok(())
+}
+
+/// Files from before attempts recorded their request get the columns that hold it.
+fn add_exchange_columns(conn: &Connection) -> Result<(), StoreError> {
+    if !has_column(conn, "deliveries", "latest_exchange")? {
+        conn.execute_batch("ALTER TABLE deliveries ADD COLUMN latest_exchange TEXT;")?;
+    }
+    if !has_column(conn, "attempts", "exchange")? {
+        conn.execute_batch("ALTER TABLE attempts ADD COLUMN exchange TEXT;")?;
     }
     Ok(())
 }

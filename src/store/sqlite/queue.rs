@@ -4,7 +4,8 @@
 use super::SqliteStore;
 use super::leases::Leases;
 use crate::domain::{
-    Attempt, DeliveryId, DeliveryStatus, Destination, EventId, LeaseToken, UnixMillis, now_millis,
+    Attempt, DeliveryId, DeliveryStatus, Destination, EventId, Exchange, LeaseToken, UnixMillis,
+    now_millis,
 };
 use crate::store::{
     AttemptOutcome, DeliverySummary, DeliveryView, EnqueueOutcome, EventView, Lease, NewEvent,
@@ -96,9 +97,9 @@ impl SqliteStore {
                     // a record of that number there can only be one an older build wrote.
                     conn.prepare_cached(
                         "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, \
-                         duration_ms, response_status, error, response_body) \
+                         duration_ms, response_status, error, response_body, exchange) \
                          SELECT id, attempts, latest_started_at, latest_duration_ms, \
-                         latest_status, latest_error, latest_body FROM deliveries \
+                         latest_status, latest_error, latest_body, latest_exchange FROM deliveries \
                          WHERE seq = ?1 AND latest_started_at IS NOT NULL AND attempts < ?2",
                     )?
                     .execute(params![held.seq, attempt.number])?;
@@ -109,7 +110,7 @@ impl SqliteStore {
                     "UPDATE deliveries SET status = ?1, due_at = ?2, attempts = ?3, \
                      last_error = ?4, updated_at = ?5, \
                      latest_started_at = ?6, latest_duration_ms = ?7, latest_status = ?8, \
-                     latest_error = ?4, latest_body = ?9 WHERE seq = ?10",
+                     latest_error = ?4, latest_body = ?9, latest_exchange = ?11 WHERE seq = ?10",
                 )?
                 .execute(params![
                     status.as_str(),
@@ -121,7 +122,8 @@ impl SqliteStore {
                     attempt.duration_ms as i64,
                     attempt.response_status,
                     attempt.response_body,
-                    held.seq
+                    held.seq,
+                    attempt.exchange.as_ref().map(Exchange::to_stored),
                 ])?;
                 Ok(Some(held.seq))
             })
@@ -287,11 +289,11 @@ impl SqliteStore {
             };
             show_held(&leases, std::slice::from_mut(&mut view));
             let mut statement = conn.prepare_cached(
-                "SELECT number, started_at, duration_ms, response_status, error, response_body \
-                 FROM attempts WHERE delivery_id = ?1 \
+                "SELECT number, started_at, duration_ms, response_status, error, response_body, \
+                 exchange FROM attempts WHERE delivery_id = ?1 \
                  UNION ALL \
                  SELECT attempts, latest_started_at, latest_duration_ms, latest_status, \
-                 latest_error, latest_body FROM deliveries \
+                 latest_error, latest_body, latest_exchange FROM deliveries \
                  WHERE seq = ?2 AND latest_started_at IS NOT NULL \
                  ORDER BY 1",
             )?;
@@ -304,6 +306,7 @@ impl SqliteStore {
                         response_status: row.get(3)?,
                         error: row.get(4)?,
                         response_body: row.get(5)?,
+                        exchange: Exchange::from_stored(row.get::<_, Option<String>>(6)?.as_deref()),
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;

@@ -46,6 +46,7 @@ fn attempt(number: u32, status: u16) -> Attempt {
         response_status: Some(status),
         error: (status >= 300).then(|| format!("receiver answered {status}")),
         response_body: Some(format!("body {number}")),
+        exchange: None,
     }
 }
 
