@@ -12,6 +12,7 @@ use crate::egress::EgressGuard;
 use crate::ingest::{Ingest, QueueCap, Route};
 use crate::metrics::Metrics;
 use crate::plugin::{PluginCache, PluginHost};
+use crate::replay::Replays;
 use crate::routing::Checks;
 use crate::store::{PgStore, SqliteStore, Store, StoreUrl};
 use anyhow::{Context, Result, bail};
@@ -35,6 +36,8 @@ pub struct App {
     _locks: (std::fs::File, Option<std::fs::File>),
     /// The API key clients must present (the first configured one, or the generated one).
     pub api_key: String,
+    /// Cancelled when shutdown begins: bulk replays stop between pages.
+    replays_stop: CancellationToken,
 }
 
 impl App {
@@ -127,6 +130,11 @@ impl App {
             write_failing: Default::default(),
         };
         log_summary(&config, listener.local_addr()?, &key_source, &plugins);
+        let store_for_replays = store.clone();
+        let search_scan_rows = config.limits.search_scan_rows;
+        let replay_queue_ceiling = config.limits.replay_queue_ceiling;
+        // Replays stop when the app's shutdown begins (see `run`).
+        let replays_stop = CancellationToken::new();
         let state = Arc::new(ApiState {
             config,
             store,
@@ -137,6 +145,13 @@ impl App {
             node_id: node.id.clone(),
             api_keys: api_keys.clone(),
             feed,
+            replays: Replays::new(
+                store_for_replays,
+                engine.clone(),
+                search_scan_rows,
+                replay_queue_ceiling,
+                replays_stop.clone(),
+            ),
         });
         Ok(App {
             listener,
@@ -145,6 +160,7 @@ impl App {
             node,
             _locks: (data_lock, store_lock),
             api_key: api_keys[0].clone(),
+            replays_stop,
         })
     }
 
@@ -163,6 +179,12 @@ impl App {
     /// finish (or hand their leases back), and close the store.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let state = self.state.clone();
+        let replays_stop = self.replays_stop.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            replays_stop.cancel();
+        });
         state.plugins.watch(
             Duration::from_millis(state.config.plugins.reload_interval_ms),
             shutdown.clone(),

@@ -98,6 +98,11 @@ pub struct LimitsConfig {
     /// Rows a delivery search reads for one page at most: a page with fewer matches than
     /// asked for, and a next page token, means the search goes on further back.
     pub search_scan_rows: usize,
+    /// Most deliveries one bulk replay queues again.
+    pub replay_max_deliveries: usize,
+    /// A bulk replay waits while more deliveries than this are queued or in flight, so it
+    /// feeds the engine no faster than it drains.
+    pub replay_queue_ceiling: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,6 +216,8 @@ impl Default for LimitsConfig {
             max_batch_events: 1_000,
             max_queued: 1_000_000,
             search_scan_rows: 5_000,
+            replay_max_deliveries: 100_000,
+            replay_queue_ceiling: 10_000,
         }
     }
 }
@@ -408,6 +415,12 @@ impl Config {
         if let Some(value) = lookup("HOOKGATE_MAX_QUEUED") {
             self.limits.max_queued = number("HOOKGATE_MAX_QUEUED", value)?;
         }
+        if let Some(value) = lookup("HOOKGATE_REPLAY_MAX_DELIVERIES") {
+            self.limits.replay_max_deliveries = number("HOOKGATE_REPLAY_MAX_DELIVERIES", value)?;
+        }
+        if let Some(value) = lookup("HOOKGATE_REPLAY_QUEUE_CEILING") {
+            self.limits.replay_queue_ceiling = number("HOOKGATE_REPLAY_QUEUE_CEILING", value)?;
+        }
         if let Some(value) = lookup("HOOKGATE_SEARCH_SCAN_ROWS") {
             self.limits.search_scan_rows = number("HOOKGATE_SEARCH_SCAN_ROWS", value)?;
         }
@@ -479,6 +492,9 @@ impl Config {
         }
         if self.limits.search_scan_rows == 0 {
             return invalid("limits.search_scan_rows must be at least 1");
+        }
+        if self.limits.replay_max_deliveries == 0 {
+            return invalid("limits.replay_max_deliveries must be at least 1");
         }
         crate::store::StoreUrl::parse(self.store.as_deref(), &self.data_dir)
             .map_err(|error| ConfigError::Invalid(format!("store: {error}")))?;

@@ -18,6 +18,7 @@
 //!   of every destination's cap.
 //! - [`config`]: defaults → file → environment → flags. [`app`]: wires it all and runs it.
 //! - [`retention`]: the background task deleting finished work past its age.
+//! - [`replay`]: bulk replay jobs, queueing again what a delivery search matches.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`ops_cli`]: `hookgate tail` and `hookgate deliveries`, clients of a running gateway's API.
 
@@ -33,6 +34,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod ops_cli;
 pub mod plugin;
+pub mod replay;
 pub mod retention;
 pub mod routing;
 pub mod store;

@@ -51,7 +51,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Find, show and redeliver deliveries on a running gateway.
+    /// Find, show, redeliver and bulk-replay deliveries on a running gateway.
     Deliveries {
         #[command(subcommand)]
         command: DeliveriesCommand,
@@ -78,6 +78,22 @@ enum DeliveriesCommand {
         /// Print the page as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Queue again every finished delivery the filters match (--status failed, succeeded
+    /// or skipped is required), as a bulk replay job, and follow it to its end.
+    Replay {
+        #[command(flatten)]
+        target: hookgate::ops_cli::Target,
+        #[command(flatten)]
+        filters: hookgate::ops_cli::Filters,
+        #[command(flatten)]
+        period: hookgate::ops_cli::Period,
+        /// Stop after this many.
+        #[arg(long)]
+        max: Option<usize>,
+        /// Count the matches and queue nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// A delivery with every attempt, as JSON.
     Show {
@@ -213,6 +229,13 @@ fn main() -> Result<()> {
                     let page = hookgate::ops_cli::Page { limit, page_token };
                     hookgate::ops_cli::list(&target, &filters, &period, page, json).await
                 }
+                DeliveriesCommand::Replay {
+                    target,
+                    filters,
+                    period,
+                    max,
+                    dry_run,
+                } => hookgate::ops_cli::replay(&target, &filters, &period, max, dry_run).await,
                 DeliveriesCommand::Show { id, target } => {
                     hookgate::ops_cli::show(&target, &id).await
                 }

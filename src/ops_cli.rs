@@ -1,6 +1,7 @@
 //! Terminal commands that talk to a running gateway through its API, as an operator would
 //! with curl: `hookgate tail` watches attempts as they finish (the server-sent event stream)
-//! and `hookgate deliveries list|show|redeliver` finds and replays deliveries.
+//! and `hookgate deliveries list|show|redeliver|replay` finds and replays deliveries, one or
+//! in bulk.
 //!
 //! They are HTTP clients of the public API, so they work against any node, local or not,
 //! with the same key; nothing here opens the store.
@@ -253,6 +254,57 @@ pub async fn list(
         println!("more: --page-token {token}");
     }
     Ok(())
+}
+
+/// `hookgate deliveries replay`: start a bulk replay of what the filters match and print its
+/// progress until it ends.
+pub async fn replay(
+    target: &Target,
+    filters: &Filters,
+    period: &Period,
+    max_deliveries: Option<usize>,
+    dry_run: bool,
+) -> Result<()> {
+    let mut body = serde_json::Map::new();
+    for (name, value) in filters.pairs().into_iter().chain(
+        [("since", &period.since), ("until", &period.until)]
+            .into_iter()
+            .filter_map(|(name, value)| value.clone().map(|value| (name, value))),
+    ) {
+        body.insert(name.to_owned(), Value::String(value));
+    }
+    if let Some(max) = max_deliveries {
+        body.insert("max_deliveries".to_owned(), max.into());
+    }
+    body.insert("dry_run".to_owned(), dry_run.into());
+    let response = reqwest::Client::new()
+        .post(target.endpoint("/api/v1/deliveries/redeliver"))
+        .bearer_auth(target.key()?)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body)?)
+        .send()
+        .await
+        .with_context(|| format!("reaching {}", target.url))?;
+    let mut job = answer(response).await?;
+    let id = job["id"].as_str().unwrap_or_default().to_owned();
+    loop {
+        println!(
+            "replay {id}: {} matched {} queued {}",
+            job["state"].as_str().unwrap_or("-"),
+            job["matched"],
+            job["queued"]
+        );
+        if job["state"] != "running" {
+            return match job["state"].as_str() {
+                Some("done") => Ok(()),
+                _ => bail!("the replay ended {}", job["state"]),
+            };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        job = target
+            .get(&format!("/api/v1/deliveries/redeliver/{id}"), &[])
+            .await?;
+    }
 }
 
 /// `hookgate deliveries show ID`: the delivery with every attempt, as JSON.

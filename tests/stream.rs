@@ -212,6 +212,25 @@ async fn hookgate_tail_prints_a_failed_attempt_and_deliveries_finds_and_replays_
     );
     app.wait_for_status(&id, "succeeded", WAIT).await;
 
+    // The replay command follows its job to the end; nothing failed is left to replay.
+    let output = hookgate(&app)
+        .args([
+            "deliveries",
+            "replay",
+            "--status",
+            "failed",
+            "--event-type",
+            "parse.error",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let progress = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        progress.trim_end().ends_with("done matched 0 queued 0"),
+        "{progress}"
+    );
+
     let output = hookgate(&app)
         .args(["deliveries", "show", "no-such-delivery"])
         .output()

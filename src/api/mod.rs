@@ -5,6 +5,7 @@
 mod configs;
 mod events;
 mod ops;
+mod replay;
 mod stream;
 
 use crate::config::Config;
@@ -14,6 +15,7 @@ use crate::egress::EgressGuard;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
+use crate::replay::Replays;
 use crate::store::{Store, StoreError};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -38,6 +40,8 @@ pub struct ApiState {
     pub api_keys: Vec<String>,
     /// Finished attempts of this node, for `GET /api/v1/stream`.
     pub feed: AttemptFeed,
+    /// Bulk replay jobs this node runs.
+    pub replays: Arc<Replays>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -53,6 +57,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/api/v1/events/{event_id}", get(ops::event))
         .route("/api/v1/deliveries", get(ops::deliveries))
+        .route(
+            "/api/v1/deliveries/redeliver",
+            post(replay::start).get(replay::jobs),
+        )
+        .route("/api/v1/deliveries/redeliver/{job_id}", get(replay::job))
         .route("/api/v1/deliveries/{delivery_id}", get(ops::delivery))
         .route(
             "/api/v1/deliveries/{delivery_id}/redeliver",

@@ -41,18 +41,18 @@ pub async fn delivery(
         })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct DeliveryQuery {
-    status: Option<String>,
-    event_type: Option<String>,
-    event_id: Option<String>,
-    host: Option<String>,
-    url: Option<String>,
-    config_id: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    limit: Option<usize>,
-    page_token: Option<String>,
+    pub(super) status: Option<String>,
+    pub(super) event_type: Option<String>,
+    pub(super) event_id: Option<String>,
+    pub(super) host: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) config_id: Option<String>,
+    pub(super) since: Option<String>,
+    pub(super) until: Option<String>,
+    pub(super) limit: Option<usize>,
+    pub(super) page_token: Option<String>,
     /// The live stream's filter on how an attempt ended; the list has `status` instead.
     pub(super) outcome: Option<String>,
 }

@@ -468,6 +468,12 @@ impl Store {
         dispatch!(self, s => s.redeliver(delivery_id.clone()).await)
     }
 
+    /// Queue finished deliveries again with fresh retry budgets, in one durable write;
+    /// returns how many were queued.
+    pub async fn redeliver_many(&self, delivery_ids: Vec<DeliveryId>) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.redeliver_many(delivery_ids).await)
+    }
+
     pub async fn event(&self, event_id: &EventId) -> Result<Option<EventView>, StoreError> {
         dispatch!(self, s => s.event(event_id.clone()).await)
     }

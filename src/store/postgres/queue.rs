@@ -76,6 +76,32 @@ impl PgStore {
         self.delivery(delivery_id).await
     }
 
+    /// Queue finished deliveries again with fresh retry budgets, in one durable transaction;
+    /// returns how many were queued (queued and in-flight ones are left as they are).
+    pub async fn redeliver_many(&self, delivery_ids: Vec<DeliveryId>) -> Result<usize, StoreError> {
+        // An id that does not parse names no delivery.
+        let ids: Vec<Uuid> = delivery_ids.iter().filter_map(parse_id).collect();
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        let durable = transaction.prepare_cached(DURABLE_COMMIT).await?;
+        transaction.execute(&durable, &[]).await?;
+        let redeliver = transaction
+            .prepare_cached(
+                "UPDATE deliveries SET status = 'queued', due_at = $1, budget_start = attempts, \
+                 updated_at = $1, last_error = NULL \
+                 WHERE id = ANY($2) AND status NOT IN ('queued', 'in_flight')",
+            )
+            .await?;
+        let queued = transaction
+            .execute(&redeliver, &[&now_millis(), &ids])
+            .await?;
+        if queued > 0 {
+            notify_queued(&transaction, &self.inner.origin).await?;
+        }
+        transaction.commit().await?;
+        Ok(usize::try_from(queued).unwrap_or(usize::MAX))
+    }
+
     pub async fn event(&self, event_id: EventId) -> Result<Option<EventView>, StoreError> {
         let Some(id) = parse_id(&event_id) else {
             return Ok(None);

@@ -220,6 +220,24 @@ impl SqliteStore {
         self.delivery(delivery_id).await
     }
 
+    /// Queue finished deliveries again with fresh retry budgets, in one durable write;
+    /// returns how many were queued (queued and in-flight ones are left as they are).
+    pub async fn redeliver_many(&self, delivery_ids: Vec<DeliveryId>) -> Result<usize, StoreError> {
+        self.write(move |conn| {
+            let now = now_millis();
+            let mut statement = conn.prepare_cached(
+                "UPDATE deliveries SET status = 'queued', due_at = ?1, budget_start = attempts, \
+                 updated_at = ?1, last_error = NULL WHERE id = ?2 AND status NOT IN ('queued', 'in_flight')",
+            )?;
+            let mut queued = 0;
+            for id in &delivery_ids {
+                queued += statement.execute(params![now, id.as_str()])?;
+            }
+            Ok(queued)
+        })
+        .await
+    }
+
     pub async fn event(&self, event_id: EventId) -> Result<Option<EventView>, StoreError> {
         let leases = self.inner.leases.clone();
         self.read(move |conn| {
