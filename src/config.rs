@@ -32,6 +32,9 @@ pub struct Config {
     pub egress_allow: Vec<String>,
     /// `User-Agent` on every request; LlamaCloud's by default, for receivers that check it.
     pub user_agent: String,
+    /// How long a saved configuration's replaced signing secret keeps signing beside the
+    /// new one; 0 ends it at once.
+    pub secret_rotation_window_ms: u64,
     pub retry: RetryConfig,
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
@@ -172,6 +175,7 @@ impl Default for Config {
             api_keys_from_env: false,
             egress_allow: Vec::new(),
             user_agent: "llamaindex-webhook-service/1.0".into(),
+            secret_rotation_window_ms: 24 * 60 * 60 * 1000,
             retry: RetryConfig::default(),
             delivery: DeliveryConfig::default(),
             limits: LimitsConfig::default(),
@@ -371,6 +375,13 @@ impl Config {
         }
         if let Some(value) = lookup("HOOKGATE_USER_AGENT") {
             self.user_agent = value;
+        }
+        if let Some(value) = lookup("HOOKGATE_SECRET_ROTATION_WINDOW") {
+            self.secret_rotation_window_ms =
+                parse_duration_ms(&value).map_err(|message| ConfigError::Env {
+                    name: "HOOKGATE_SECRET_ROTATION_WINDOW",
+                    message,
+                })?;
         }
         if let Some(value) = lookup("HOOKGATE_RETRY_MAX_ATTEMPTS") {
             self.retry.max_attempts = number("HOOKGATE_RETRY_MAX_ATTEMPTS", value)?;

@@ -433,12 +433,15 @@ impl Ingest {
             let source = DestinationSource::Saved {
                 config_id: stored.id.clone(),
             };
-            let subscription = config.validate("", &checks, source).map_err(|error| {
+            let mut subscription = config.validate("", &checks, source).map_err(|error| {
                 FieldError::new(
                     path.clone(),
                     format!("saved configuration is no longer valid: {error}"),
                 )
             })?;
+            // Signing checks the window again at each attempt: one made after it ends
+            // carries only the new signature.
+            subscription.destination.previous_signing_secret = stored.previous_secret.clone();
             subscriptions.push(subscription);
         }
         let mut destinations = route(event_type, &subscriptions);

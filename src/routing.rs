@@ -243,6 +243,7 @@ impl WebhookConfig {
                 headers,
                 output_format: self.webhook_output_format.unwrap_or_default(),
                 signing_secret: self.webhook_signing_secret.clone(),
+                previous_signing_secret: None,
                 transform: self.webhook_transform.clone(),
                 transform_config: self.webhook_transform_config.clone(),
                 retry,

@@ -8,7 +8,7 @@ use common::binary::{free_port, wait_ready};
 use common::receiver::Answer;
 use common::*;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -249,34 +249,6 @@ fn an_unknown_log_format_stops_the_start_naming_the_setting() {
     );
 }
 
-/// A virtual environment with the official Prometheus client, kept between runs.
-fn prometheus_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/operating-tools/venv");
-    let python = venv.join("bin/python");
-    let ready = venv.join("prometheus-client-0.21.1");
-    if !ready.exists() {
-        let made = clean_command("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(made.success(), "python3 -m venv failed");
-        let installed = clean_command(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "prometheus-client==0.21.1",
-            ])
-            .status()
-            .unwrap();
-        assert!(installed.success(), "pip install prometheus-client failed");
-        std::fs::write(&ready, "").unwrap();
-    }
-    python
-}
-
 /// The families the official parser reads from `text`: name → (type, samples as
 /// `[name, labels, value]`).
 fn parse_with_prometheus_client(python: &Path, format: &str, text: &str) -> Value {
@@ -323,9 +295,10 @@ fn sample_value(families: &Value, family: &str, sample: &str, labels: Value) -> 
 
 #[tokio::test]
 async fn metrics_parse_with_the_official_client_in_both_formats() {
-    let python = tokio::task::spawn_blocking(prometheus_python)
-        .await
-        .unwrap();
+    let python =
+        tokio::task::spawn_blocking(|| common::python::python_with(&["prometheus-client==0.21.1"]))
+            .await
+            .unwrap();
     let app = spawn_app_with(|config| config.retry.max_attempts = 1).await;
     let fine = Receiver::start().await;
     let broken = Receiver::start().await;

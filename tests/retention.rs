@@ -232,6 +232,7 @@ fn new_event(urls: &[String]) -> NewEvent {
                     headers: Vec::new(),
                     output_format: OutputFormat::Json,
                     signing_secret: None,
+                    previous_signing_secret: None,
                     transform: None,
                     transform_config: None,
                     retry: RetryOverride::default(),

@@ -3,7 +3,7 @@
 //! write-only: responses say only whether one is set.
 
 use super::{ApiError, ApiState, parse_json};
-use crate::domain::{ConfigId, DestinationSource};
+use crate::domain::{ConfigId, DestinationSource, PreviousSecret, iso_millis, now_millis};
 use crate::routing::{Checks, FieldError, SECRET_FIELD, WebhookConfig};
 use crate::store::SavedConfig;
 use axum::body::Bytes;
@@ -63,6 +63,9 @@ pub struct WebhookConfigResponse {
     webhook_transform: serde_json::Value,
     webhook_transform_config: serde_json::Value,
     webhook_retry: serde_json::Value,
+    /// While a rotation's window lasts: when the replaced secret stops signing (ISO 8601).
+    /// The secrets themselves are never shown.
+    previous_secret_expires_at: Option<String>,
     created_at: String,
     updated_at: String,
 }
@@ -99,6 +102,11 @@ fn response(config: &SavedConfig) -> WebhookConfigResponse {
         webhook_transform: field("webhook_transform"),
         webhook_transform_config: field("webhook_transform_config"),
         webhook_retry: field("webhook_retry"),
+        previous_secret_expires_at: config
+            .previous_secret
+            .as_ref()
+            .filter(|previous| previous.valid_at(now_millis()).is_some())
+            .map(|previous| iso_millis(previous.until)),
         created_at: config.created_at.clone(),
         updated_at: config.updated_at.clone(),
     }
@@ -169,6 +177,7 @@ async fn create(
             tenant_id: scope.project_id.unwrap_or_else(|| DEFAULT_TENANT.into()),
             settings,
             signing_secret,
+            previous_secret: None,
             created_at: now.clone(),
             updated_at: now,
             seq: 0,
@@ -293,11 +302,17 @@ async fn update(
         }
     }
     let (settings, signing_secret) = validate(&state, fields).await?;
+    let previous_secret = rotated(
+        &existing,
+        signing_secret.as_deref(),
+        state.config.secret_rotation_window_ms,
+    );
     let updated = state
         .store
         .update_config(SavedConfig {
             settings,
             signing_secret,
+            previous_secret,
             updated_at: now_iso(),
             ..existing
         })
@@ -317,6 +332,29 @@ async fn remove(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found(&config_id))
+    }
+}
+
+/// The replaced secret to keep after an update: a new secret starts a rotation window for
+/// the one it replaces; the same secret keeps any window running; no secret ends signing,
+/// and with it any window.
+fn rotated(
+    existing: &SavedConfig,
+    new_secret: Option<&str>,
+    window_ms: u64,
+) -> Option<PreviousSecret> {
+    let now = now_millis();
+    let new_secret = new_secret?;
+    match existing.signing_secret.as_deref() {
+        Some(old) if old != new_secret && window_ms > 0 => Some(PreviousSecret {
+            secret: old.to_owned(),
+            until: now.saturating_add(i64::try_from(window_ms).unwrap_or(i64::MAX)),
+        }),
+        Some(old) if old == new_secret => existing
+            .previous_secret
+            .clone()
+            .filter(|previous| previous.valid_at(now).is_some() && previous.secret != new_secret),
+        _ => None,
     }
 }
 

@@ -213,7 +213,7 @@ async fn send_once(
         &mut outgoing,
         destination,
         delivery.event_id.as_str(),
-        now_millis() / 1000,
+        now_millis(),
     );
     let request = RecordedRequest::of(&outgoing, context.config.delivery.response_body_bytes);
     let sent = context.client.send(outgoing, policy.request_timeout).await;

@@ -347,6 +347,7 @@ mod tests {
                     headers: Vec::new(),
                     output_format: OutputFormat::Json,
                     signing_secret: None,
+                    previous_signing_secret: None,
                     transform: None,
                     transform_config: None,
                     retry: Default::default(),

@@ -1,6 +1,6 @@
 //! Building the request for one attempt (SPEC 3–4) and signing it after any transform.
 
-use crate::domain::{Destination, OutgoingRequest, OutputFormat};
+use crate::domain::{Destination, OutgoingRequest, OutputFormat, UnixMillis};
 use crate::store::ClaimedDelivery;
 
 use super::sign;
@@ -39,22 +39,34 @@ pub fn build(delivery: &ClaimedDelivery, user_agent: &str) -> OutgoingRequest {
     request
 }
 
-/// Add signature headers over the final body. `now_seconds` is the attempt's Unix time.
+/// Add signature headers over the final body. `now_millis` is the attempt's time.
+///
+/// During a secret rotation's window the Standard Webhooks header carries a signature with
+/// each secret (`v1,<new> v1,<previous>`, space-separated as the spec allows), so a receiver
+/// verifies with whichever it holds; `LC-Signature` has room for one and carries the new.
 pub fn sign(
     request: &mut OutgoingRequest,
     destination: &Destination,
     event_id: &str,
-    now_seconds: i64,
+    now_millis: UnixMillis,
 ) {
     let Some(secret) = &destination.signing_secret else {
         return;
     };
     request.set_header("LC-Signature", sign::lc_signature(secret, &request.body));
-    if let Some(key) = sign::standard_webhooks_key(secret) {
-        let signature =
-            sign::standard_webhooks_signature(&key, event_id, now_seconds, &request.body);
+    let now_seconds = now_millis / 1000;
+    let previous = destination
+        .previous_signing_secret
+        .as_ref()
+        .and_then(|previous| previous.valid_at(now_millis));
+    let signatures: Vec<String> = std::iter::once(secret.as_str())
+        .chain(previous)
+        .filter_map(sign::standard_webhooks_key)
+        .map(|key| sign::standard_webhooks_signature(&key, event_id, now_seconds, &request.body))
+        .collect();
+    if sign::standard_webhooks_key(secret).is_some() {
         request.set_header("webhook-id", event_id);
         request.set_header("webhook-timestamp", now_seconds.to_string());
-        request.set_header("webhook-signature", signature);
+        request.set_header("webhook-signature", signatures.join(" "));
     }
 }

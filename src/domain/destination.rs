@@ -59,6 +59,10 @@ pub struct Destination {
     /// HMAC key. A `whsec_` secret also turns on Standard Webhooks signing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<String>,
+    /// The secret a rotation replaced, still signing beside the current one until its
+    /// window ends (saved configurations only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_signing_secret: Option<PreviousSecret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +70,21 @@ pub struct Destination {
     #[serde(default)]
     pub retry: RetryOverride,
     pub source: DestinationSource,
+}
+
+/// A signing secret that was replaced and stays valid until `until`, so receivers can move
+/// to the new one without refusing deliveries signed with the old one meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    pub secret: String,
+    pub until: super::UnixMillis,
+}
+
+impl PreviousSecret {
+    /// The secret, if its window has not ended at `now`.
+    pub fn valid_at(&self, now: super::UnixMillis) -> Option<&str> {
+        (now < self.until).then_some(self.secret.as_str())
+    }
 }
 
 impl Destination {

@@ -11,7 +11,7 @@ pub mod headers;
 mod ids;
 
 pub use destination::{
-    Destination, DestinationSource, OutputFormat, RetryOverride, concurrency_key,
+    Destination, DestinationSource, OutputFormat, PreviousSecret, RetryOverride, concurrency_key,
 };
 pub use event::{EventType, Payload, UnknownEventType};
 pub use exchange::{

@@ -77,6 +77,7 @@ pub async fn run(
             headers: Vec::new(),
             output_format: OutputFormat::String,
             signing_secret: None,
+            previous_signing_secret: None,
             transform: Some(name.into()),
             transform_config: None,
             retry: Default::default(),

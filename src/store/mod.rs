@@ -281,6 +281,8 @@ pub struct SavedConfig {
     /// The configuration fields except the secret, as the API accepted them.
     pub settings: serde_json::Value,
     pub signing_secret: Option<String>,
+    /// The secret a rotation replaced, valid until its window ends.
+    pub previous_secret: Option<crate::domain::PreviousSecret>,
     pub created_at: String,
     pub updated_at: String,
     pub seq: i64,

@@ -10,6 +10,7 @@
 pub mod binary;
 pub mod plugins;
 pub mod postgres;
+pub mod python;
 pub mod receiver;
 
 use hookgate::app::App;

@@ -1,13 +1,14 @@
 //! Saved webhook configurations on PostgreSQL. Every write is durable (synchronous commit).
 
 use super::{DURABLE_COMMIT, PgStore, parse_id};
-use crate::domain::ConfigId;
+use crate::domain::{ConfigId, PreviousSecret};
 use crate::store::{Page, SavedConfig, StoreError};
 use std::collections::HashMap;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-const CONFIG_COLUMNS: &str = "seq, id, tenant_id, settings, signing_secret, created_at, updated_at";
+const CONFIG_COLUMNS: &str = "seq, id, tenant_id, settings, signing_secret, created_at, updated_at, \
+     previous_secret, previous_secret_until";
 
 impl PgStore {
     pub async fn insert_config(&self, config: SavedConfig) -> Result<SavedConfig, StoreError> {
@@ -55,7 +56,8 @@ impl PgStore {
         transaction.execute(&durable, &[]).await?;
         let update = transaction
             .prepare_cached(&format!(
-                "UPDATE webhook_configs SET settings = $1, signing_secret = $2, updated_at = $3 \
+                "UPDATE webhook_configs SET settings = $1, signing_secret = $2, updated_at = $3, \
+                 previous_secret = $5, previous_secret_until = $6 \
                  WHERE id = $4 RETURNING {CONFIG_COLUMNS}"
             ))
             .await?;
@@ -67,6 +69,14 @@ impl PgStore {
                     &config.signing_secret,
                     &config.updated_at,
                     &id,
+                    &config
+                        .previous_secret
+                        .as_ref()
+                        .map(|previous| &previous.secret),
+                    &config
+                        .previous_secret
+                        .as_ref()
+                        .map(|previous| previous.until),
                 ],
             )
             .await?;
@@ -189,5 +199,9 @@ fn saved_config(row: &Row) -> Result<SavedConfig, tokio_postgres::Error> {
         signing_secret: row.try_get(4)?,
         created_at: row.try_get(5)?,
         updated_at: row.try_get(6)?,
+        previous_secret: match (row.try_get::<_, Option<String>>(7)?, row.try_get(8)?) {
+            (Some(secret), Some(until)) => Some(PreviousSecret { secret, until }),
+            _ => None,
+        },
     })
 }

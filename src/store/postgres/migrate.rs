@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "exchange",
         sql: include_str!("migrations/0005_exchange.sql"),
     },
+    Migration {
+        version: 6,
+        name: "previous_secret",
+        sql: include_str!("migrations/0006_previous_secret.sql"),
+    },
 ];
 
 /// Taken with `pg_advisory_xact_lock` for the length of a migration run. Any constant will

@@ -1,11 +1,12 @@
 //! Saved webhook configurations on SQLite.
 
 use super::SqliteStore;
-use crate::domain::ConfigId;
+use crate::domain::{ConfigId, PreviousSecret};
 use crate::store::{Page, SavedConfig, StoreError};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-const CONFIG_COLUMNS: &str = "seq, id, tenant_id, settings, signing_secret, created_at, updated_at";
+const CONFIG_COLUMNS: &str = "seq, id, tenant_id, settings, signing_secret, created_at, updated_at, \
+     previous_secret, previous_secret_until";
 
 impl SqliteStore {
     pub async fn insert_config(&self, config: SavedConfig) -> Result<SavedConfig, StoreError> {
@@ -38,12 +39,21 @@ impl SqliteStore {
         self.write(move |conn| {
             let settings = config.settings.to_string();
             let updated = conn.execute(
-                "UPDATE webhook_configs SET settings = ?1, signing_secret = ?2, updated_at = ?3 WHERE id = ?4",
+                "UPDATE webhook_configs SET settings = ?1, signing_secret = ?2, updated_at = ?3, \
+                 previous_secret = ?5, previous_secret_until = ?6 WHERE id = ?4",
                 params![
                     settings,
                     config.signing_secret,
                     config.updated_at,
-                    config.id.as_str()
+                    config.id.as_str(),
+                    config
+                        .previous_secret
+                        .as_ref()
+                        .map(|previous| &previous.secret),
+                    config
+                        .previous_secret
+                        .as_ref()
+                        .map(|previous| previous.until),
                 ],
             )?;
             if updated == 0 {
@@ -140,5 +150,9 @@ fn saved_config(row: &Row<'_>) -> rusqlite::Result<SavedConfig> {
         signing_secret: row.get(4)?,
         created_at: row.get(5)?,
         updated_at: row.get(6)?,
+        previous_secret: match (row.get::<_, Option<String>>(7)?, row.get(8)?) {
+            (Some(secret), Some(until)) => Some(PreviousSecret { secret, until }),
+            _ => None,
+        },
     })
 }

@@ -105,7 +105,10 @@ CREATE TABLE IF NOT EXISTS webhook_configs (
     settings       TEXT NOT NULL,
     signing_secret TEXT,
     created_at     TEXT NOT NULL,
-    updated_at     TEXT NOT NULL
+    updated_at     TEXT NOT NULL,
+    -- The secret a rotation replaced, and when it stops signing (epoch milliseconds).
+    previous_secret       TEXT,
+    previous_secret_until INTEGER
 );
 CREATE INDEX IF NOT EXISTS webhook_configs_tenant ON webhook_configs(tenant_id, seq);
 CREATE TABLE IF NOT EXISTS nodes (
@@ -167,7 +170,8 @@ impl SqliteStore {
         writer.execute_batch("BEGIN IMMEDIATE")?;
         let migrated = add_latest_attempt_columns(&writer)
             .and_then(|()| add_delivery_ranges(&writer))
-            .and_then(|()| add_exchange_columns(&writer));
+            .and_then(|()| add_exchange_columns(&writer))
+            .and_then(|()| add_previous_secret_columns(&writer));
         match migrated {
             // The migrations apply together or not at all.
             Ok(()) => writer.execute_batch("COMMIT")?,
@@ -367,6 +371,17 @@ fn add_exchange_columns(conn: &Connection) -> Result<(), StoreError> {
     }
     if !has_column(conn, "attempts", "exchange")? {
         conn.execute_batch("ALTER TABLE attempts ADD COLUMN exchange TEXT;")?;
+    }
+    Ok(())
+}
+
+/// Files from before secret rotation get the columns of a replaced secret.
+fn add_previous_secret_columns(conn: &Connection) -> Result<(), StoreError> {
+    if !has_column(conn, "webhook_configs", "previous_secret")? {
+        conn.execute_batch(
+            "ALTER TABLE webhook_configs ADD COLUMN previous_secret TEXT; \
+             ALTER TABLE webhook_configs ADD COLUMN previous_secret_until INTEGER;",
+        )?;
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ fn one_delivery(url: &str, lease: Option<Lease>) -> NewEvent {
                 headers: Vec::new(),
                 output_format: OutputFormat::Json,
                 signing_secret: None,
+                previous_signing_secret: None,
                 transform: None,
                 transform_config: None,
                 retry: RetryOverride::default(),
