@@ -181,8 +181,9 @@ enum PluginCommand {
 }
 
 fn main() -> Result<()> {
-    init_logging()?;
+    // Parsed first, so `--help` and `--version` work whatever the log settings say.
     let cli = Cli::parse();
+    init_logging()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
@@ -259,7 +260,10 @@ fn init_logging() -> Result<()> {
         .with_writer(std::io::stderr);
     match std::env::var("HOOKGATE_LOG_FORMAT").as_deref() {
         Err(_) | Ok("" | "text") => builder
-            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .with_ansi(
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
+            )
             .init(),
         Ok("json") => builder.json().flatten_event(true).init(),
         Ok(other) => bail!("HOOKGATE_LOG_FORMAT: {other:?} is not one of text, json"),

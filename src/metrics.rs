@@ -38,6 +38,10 @@ impl AttemptLabel {
         AttemptLabel::Skipped,
     ];
 
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|label| label.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AttemptLabel::Succeeded => "succeeded",

@@ -4,12 +4,15 @@
 //! in bulk.
 //!
 //! They are HTTP clients of the public API, so they work against any node, local or not,
-//! with the same key; nothing here opens the store.
+//! with the same key; nothing here opens the store. They use reqwest directly: the rule that
+//! only `deliver` sends HTTP keeps destinations behind the egress guard, and these requests
+//! go to the operator's own gateway, not to a destination.
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where the gateway is and how to sign in.
 #[derive(clap::Args, Debug, Clone)]
@@ -17,7 +20,8 @@ pub struct Target {
     /// The gateway's address.
     #[arg(long, env = "HOOKGATE_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    /// API key [default: HOOKGATE_API_KEY, else the key generated in the data folder].
+    /// API key [default: the first of HOOKGATE_API_KEY's comma-separated keys, else the key
+    /// generated in the data folder of a SQLite gateway].
     #[arg(long, env = "HOOKGATE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Data folder whose generated key to use when no key is given.
@@ -83,13 +87,19 @@ impl Filters {
 
 impl Target {
     fn key(&self) -> Result<String> {
-        if let Some(key) = &self.api_key {
-            return Ok(key.clone());
+        // The gateway reads HOOKGATE_API_KEY as a list (a rotation holds two keys).
+        if let Some(key) = self
+            .api_key
+            .as_deref()
+            .and_then(|keys| keys.split(',').map(str::trim).find(|key| !key.is_empty()))
+        {
+            return Ok(key.to_owned());
         }
         let path = self.data_dir.join("api_key");
         let key = std::fs::read_to_string(&path).with_context(|| {
             format!(
-                "no API key: pass --api-key or set HOOKGATE_API_KEY (no generated key in {})",
+                "no API key: pass --api-key or set HOOKGATE_API_KEY (no generated key in {}; \
+                 a PostgreSQL gateway keeps its generated key in the database)",
                 path.display()
             )
         })?;
@@ -100,8 +110,17 @@ impl Target {
         format!("{}{path}", self.url.trim_end_matches('/'))
     }
 
+    /// A client for one request and its answer, which a hung gateway cannot hold for ever.
+    fn client(&self) -> Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()?)
+    }
+
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
-        let response = reqwest::Client::new()
+        let response = self
+            .client()?
             .get(self.endpoint(path))
             .bearer_auth(self.key()?)
             .query(query)
@@ -110,6 +129,21 @@ impl Target {
             .with_context(|| format!("reaching {}", self.url))?;
         answer(response).await
     }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A delivery id as one path segment, whatever the user typed.
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
 
 /// The JSON of a 2xx answer, or the API's `detail` as the error.
@@ -136,7 +170,10 @@ pub async fn tail(
     if let Some(outcome) = outcome {
         query.push(("outcome", outcome.to_owned()));
     }
-    let mut response = reqwest::Client::new()
+    // No overall timeout: the stream is meant to stay open.
+    let mut response = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()?
         .get(target.endpoint("/api/v1/stream"))
         .bearer_auth(target.key()?)
         .query(&query)
@@ -148,28 +185,34 @@ pub async fn tail(
         bail!("the stream ended before it started");
     }
     eprintln!("watching attempts on {} (Ctrl-C to stop)", target.url);
-    let mut buffer = String::new();
+    // Bytes until an event is whole: a character split between two chunks decodes right.
+    let mut buffer: Vec<u8> = Vec::new();
     let mut stdout = std::io::stdout();
     while let Some(chunk) = response.chunk().await.context("reading the stream")? {
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        buffer.extend_from_slice(&chunk);
         // Events end with a blank line.
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let (kind, data) = sse_event(&block);
+        while let Some(end) = buffer.windows(2).position(|pair| pair == b"\n\n") {
+            let block: Vec<u8> = buffer.drain(..end + 2).collect();
+            let (kind, data) = sse_event(&String::from_utf8_lossy(&block));
             let line = match (kind.as_str(), json) {
                 ("attempt", true) => data,
                 ("attempt", false) => match serde_json::from_str::<Value>(&data) {
                     Ok(attempt) => attempt_line(&attempt),
                     Err(_) => continue,
                 },
-                ("lagged", _) => format!("(fell behind: missed {data})"),
+                ("lagged", _) => {
+                    let missed = serde_json::from_str::<Value>(&data)
+                        .map(|lagged| lagged["missed"].to_string())
+                        .unwrap_or(data);
+                    format!("(fell behind: missed {missed} attempts)")
+                }
                 _ => continue,
             };
             writeln!(stdout, "{line}")?;
             stdout.flush()?;
         }
     }
-    Ok(())
+    bail!("the gateway ended the stream (it is shutting down)")
 }
 
 /// The event name and data of one server-sent event block.
@@ -277,7 +320,8 @@ pub async fn replay(
         body.insert("max_deliveries".to_owned(), max.into());
     }
     body.insert("dry_run".to_owned(), dry_run.into());
-    let response = reqwest::Client::new()
+    let response = target
+        .client()?
         .post(target.endpoint("/api/v1/deliveries/redeliver"))
         .bearer_auth(target.key()?)
         .header("content-type", "application/json")
@@ -300,9 +344,12 @@ pub async fn replay(
                 _ => bail!("the replay ended {}", job["state"]),
             };
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         job = target
-            .get(&format!("/api/v1/deliveries/redeliver/{id}"), &[])
+            .get(
+                &format!("/api/v1/deliveries/redeliver/{}", segment(&id)),
+                &[],
+            )
             .await?;
     }
 }
@@ -310,7 +357,7 @@ pub async fn replay(
 /// `hookgate deliveries show ID`: the delivery with every attempt, as JSON.
 pub async fn show(target: &Target, delivery_id: &str) -> Result<()> {
     let delivery = target
-        .get(&format!("/api/v1/deliveries/{delivery_id}"), &[])
+        .get(&format!("/api/v1/deliveries/{}", segment(delivery_id)), &[])
         .await?;
     println!("{}", serde_json::to_string_pretty(&delivery)?);
     Ok(())
@@ -318,8 +365,12 @@ pub async fn show(target: &Target, delivery_id: &str) -> Result<()> {
 
 /// `hookgate deliveries redeliver ID`: queue it again with a fresh retry budget.
 pub async fn redeliver(target: &Target, delivery_id: &str) -> Result<()> {
-    let response = reqwest::Client::new()
-        .post(target.endpoint(&format!("/api/v1/deliveries/{delivery_id}/redeliver")))
+    let response = target
+        .client()?
+        .post(target.endpoint(&format!(
+            "/api/v1/deliveries/{}/redeliver",
+            segment(delivery_id)
+        )))
         .bearer_auth(target.key()?)
         .send()
         .await

@@ -182,7 +182,8 @@ async fn filters_find_exactly_the_matching_deliveries_over_every_page() {
         sent.iter().filter(|s| s.event_type == "extract.error"),
     )
     .await;
-    // Hosts compare without case, as DNS does.
+    // The filter is normalised as logs and metrics name hosts (unit-tested in domain for
+    // names, punycode and default ports); here, typed in upper case.
     assert_finds(
         &app,
         &format!("host={}", failing_host.to_uppercase()),
@@ -219,35 +220,39 @@ async fn filters_find_exactly_the_matching_deliveries_over_every_page() {
     .await;
     let since = started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     assert_finds(&app, &format!("since={}", encoded(&since)), sent.iter()).await;
-    let (status, page) = app
-        .get(&format!("/api/v1/deliveries?until={}", encoded(&since)))
-        .await;
-    assert_eq!((status, &page["items"]), (200, &json!([])), "{page}");
+    // Nothing was created before the test started: every page to the end is empty.
+    let (before_start, _) = all_pages(&app, &format!("until={}", encoded(&since))).await;
+    assert_eq!(before_start, Vec::<String>::new());
 
     // The first batch's 400 deliveries, behind 2,000 newer ones: each page reads at most
-    // 700 rows, so the first pages come back short (empty) with a token to go on, and the
-    // pages together hold exactly the first batch.
+    // 700 rows, so the first two pages (rows 2,400 to 1,001) come back empty with a token to
+    // go on, the third holds the first matches, and the pages together hold exactly the
+    // first batch.
     let until = (after_first_batch + chrono::Duration::milliseconds(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let (status, first_page) = app
-        .get(&format!(
-            "/api/v1/deliveries?until={}&limit=100",
-            encoded(&until)
-        ))
-        .await;
-    assert_eq!(status, 200, "{first_page}");
-    assert_eq!(first_page["items"], json!([]), "{first_page}");
-    assert!(first_page["next_page_token"].is_string(), "{first_page}");
-    let pages = assert_finds(
+    let mut token = String::new();
+    let mut empty_pages = 0;
+    loop {
+        let (status, page) = app
+            .get(&format!(
+                "/api/v1/deliveries?until={}&limit=100{token}",
+                encoded(&until)
+            ))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        if !page["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        empty_pages += 1;
+        token = format!("&page_token={}", page["next_page_token"].as_str().unwrap());
+    }
+    assert_eq!(empty_pages, 2, "700-row pages over 2,000 newer rows");
+    assert_finds(
         &app,
         &format!("until={}", encoded(&until)),
         sent.iter().filter(|s| s.batch == 0),
     )
     .await;
-    assert!(
-        pages >= 4,
-        "2,000 rows skipped over 700-row pages: {pages} pages"
-    );
 }
 
 #[tokio::test]

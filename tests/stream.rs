@@ -40,6 +40,7 @@ async fn next_attempt(stream: &mut reqwest::Response, buffer: &mut String) -> Va
             .expect("an attempt arrives on the stream")
             .unwrap()
             .expect("the stream stays open");
+        // The test's events are ASCII, so a chunk boundary cannot split a character.
         buffer.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
@@ -66,7 +67,8 @@ async fn the_stream_sends_finished_attempts_that_match_its_filters() {
             .unwrap()
             .starts_with("text/event-stream")
     );
-    // Another host's attempt finishes first and is not sent; the watched one's is.
+    // Another host's attempt, and a failed one on the watched host, finish first and are
+    // not sent; the watched host's success is.
     let skipped = app
         .ingest(event_to(
             "parse.success",
@@ -74,6 +76,15 @@ async fn the_stream_sends_finished_attempts_that_match_its_filters() {
         ))
         .await;
     app.wait_for_status(&delivery_id(&skipped, 0), "succeeded", WAIT)
+        .await;
+    watched.script([Answer::status(410)]);
+    let refused = app
+        .ingest(event_to(
+            "parse.error",
+            json!({"webhook_url": watched.url("/gone")}),
+        ))
+        .await;
+    app.wait_for_status(&delivery_id(&refused, 0), "failed", WAIT)
         .await;
     let wanted = app
         .ingest(event_to(
@@ -116,6 +127,16 @@ async fn the_stream_sends_finished_attempts_that_match_its_filters() {
     assert_eq!(anonymous.status(), 401);
 }
 
+/// A child process killed when dropped, so a failed assertion leaves nothing running.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn hookgate(app: &TestApp) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookgate"));
     command
@@ -131,17 +152,25 @@ async fn hookgate_tail_prints_a_failed_attempt_and_deliveries_finds_and_replays_
     let broken = Receiver::start().await;
     broken.script([Answer::status(500)]);
 
-    let mut tail = hookgate(&app)
-        .args(["tail", "--outcome", "failed"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(tail.stderr.take().unwrap());
-    let mut watching = String::new();
-    stderr.read_line(&mut watching).unwrap();
+    let mut tail = Killed(
+        hookgate(&app)
+            .args(["tail", "--outcome", "failed"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = tail.0.stderr.take().unwrap();
+    // Read off the runtime's workers: the in-process gateway needs them meanwhile.
+    let watching = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stderr).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
     assert!(watching.starts_with("watching attempts on"), "{watching}");
-    let stdout = tail.stdout.take().unwrap();
+    let stdout = tail.0.stdout.take().unwrap();
     let (lines, printed) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -158,8 +187,9 @@ async fn hookgate_tail_prints_a_failed_attempt_and_deliveries_finds_and_replays_
         ))
         .await;
     let id = delivery_id(&accepted, 0);
-    let line = printed
-        .recv_timeout(WAIT)
+    let line = tokio::task::spawn_blocking(move || printed.recv_timeout(WAIT))
+        .await
+        .unwrap()
         .expect("tail printed the attempt");
     for part in [
         "failed",
@@ -171,8 +201,7 @@ async fn hookgate_tail_prints_a_failed_attempt_and_deliveries_finds_and_replays_
     ] {
         assert!(line.contains(part), "{part} missing: {line}");
     }
-    let _ = tail.kill();
-    let _ = tail.wait();
+    drop(tail);
 
     let output = hookgate(&app)
         .args([
@@ -241,4 +270,30 @@ async fn hookgate_tail_prints_a_failed_attempt_and_deliveries_finds_and_replays_
         error.contains("404") && error.contains("not found"),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_stream_ends_at_shutdown_without_holding_it() {
+    let mut app = spawn_app().await;
+    let mut stream = app
+        .http
+        .get(app.url("/api/v1/stream"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let started = std::time::Instant::now();
+    app.stop().await;
+    // The HTTP server's grace for open connections is 10 s; the stream ends well before.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended");
 }

@@ -42,6 +42,8 @@ pub struct ApiState {
     pub feed: AttemptFeed,
     /// Bulk replay jobs this node runs.
     pub replays: Arc<Replays>,
+    /// Cancelled when shutdown begins: live streams end then.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {

@@ -1,10 +1,12 @@
-//! The operations API (SPEC 9): event and delivery look-ups, the delivery list,
-//! redelivery, the plugin listing, and health, readiness and metrics.
+//! The operations API (SPEC 9): event and delivery look-ups, the delivery search,
+//! redelivery, the plugin listing and node list, and health, readiness and metrics.
 
 use super::{ApiError, ApiState};
 use crate::cluster::Node;
-use crate::domain::DeliveryStatus;
-use crate::domain::{ConfigId, DeliveryId, EventId, EventType, UnixMillis, iso_millis, now_millis};
+use crate::domain::{
+    ConfigId, DeliveryId, DeliveryStatus, EventId, EventType, UnixMillis, host_filter, iso_millis,
+    now_millis,
+};
 use crate::store::{DeliveryFilter, DeliveryView, EventView};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -41,7 +43,10 @@ pub async fn delivery(
         })
 }
 
+/// A misspelt parameter is refused rather than ignored: ignored, it would widen a search to
+/// everything the rest matches.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     pub(super) status: Option<String>,
     pub(super) event_type: Option<String>,
@@ -99,12 +104,11 @@ impl DeliveryQuery {
             .transpose()?;
         let host = given(&self.host)
             .map(|text| {
-                if text.contains(['/', '?', '#', '@', ' ']) {
-                    return Err(ApiError::unprocessable(format!(
+                host_filter(text).ok_or_else(|| {
+                    ApiError::unprocessable(format!(
                         "host: {text:?} is not a host, or host:port, such as hooks.example.com"
-                    )));
-                }
-                Ok(text.to_ascii_lowercase())
+                    ))
+                })
             })
             .transpose()?;
         Ok(DeliveryFilter {

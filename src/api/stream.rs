@@ -8,17 +8,16 @@
 use super::ops::{DeliveryQuery, query_error};
 use super::{ApiError, ApiState};
 use crate::deliver::feed::FinishedAttempt;
+use crate::metrics::AttemptLabel;
 use crate::store::DeliveryFilter;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
-
-const OUTCOMES: [&str; 4] = ["succeeded", "retry", "failed", "skipped"];
 
 pub async fn attempts(
     State(state): State<Arc<ApiState>>,
@@ -26,23 +25,23 @@ pub async fn attempts(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(query) = query.map_err(query_error)?;
     let filter = query.filter()?;
-    if filter.created_from.is_some() || filter.created_before.is_some() {
-        return Err(ApiError::unprocessable(
-            "since: the stream shows attempts as they finish; search past ones with GET /api/v1/deliveries",
-        ));
+    for (name, given) in [
+        ("since", filter.created_from),
+        ("until", filter.created_before),
+    ] {
+        if given.is_some() {
+            return Err(ApiError::unprocessable(format!(
+                "{name}: the stream shows attempts as they finish; search past ones with GET /api/v1/deliveries"
+            )));
+        }
     }
     let outcome = match query.outcome.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(text) => Some(
-            OUTCOMES
-                .into_iter()
-                .find(|known| *known == text)
-                .ok_or_else(|| {
-                    ApiError::unprocessable(format!(
-                        "outcome: {text:?} is not one of succeeded, retry, failed, skipped"
-                    ))
-                })?,
-        ),
+        Some(text) => Some(AttemptLabel::parse(text).ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "outcome: {text:?} is not one of succeeded, retry, failed, skipped"
+            ))
+        })?),
     };
     let receiver = state.feed.subscribe();
     let events = futures_util::stream::unfold(receiver, move |mut receiver| {
@@ -70,11 +69,19 @@ pub async fn attempts(
             }
         }
     });
+    // Ends at shutdown, so an open stream does not hold the server's graceful drain.
+    let events = events.take_until(state.stopping.clone().cancelled_owned());
+    // Ends at shutdown, so an open stream does not hold the server's graceful drain.
+    let events = events.take_until(state.stopping.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-fn wanted(filter: &DeliveryFilter, outcome: Option<&str>, attempt: &FinishedAttempt) -> bool {
-    outcome.is_none_or(|outcome| attempt.outcome == outcome)
+fn wanted(
+    filter: &DeliveryFilter,
+    outcome: Option<AttemptLabel>,
+    attempt: &FinishedAttempt,
+) -> bool {
+    outcome.is_none_or(|outcome| attempt.outcome == outcome.as_str())
         && filter.matches_facts(
             attempt.status,
             &attempt.event_type,

@@ -9,7 +9,8 @@ use super::feed::FinishedAttempt;
 use super::request;
 use super::retry::{AttemptResult, RetryAction, RetryPolicy, parse_retry_after};
 use crate::domain::{
-    Attempt, DeliveryStatus, Exchange, RecordedRequest, UnixMillis, headers, iso_millis, now_millis,
+    Attempt, DeliveryStatus, Exchange, RecordedRequest, UnixMillis, display_host, headers,
+    iso_millis, now_millis,
 };
 use crate::metrics::{AttemptLabel, AttemptRecord};
 use crate::plugin::{PluginError, TransformInput, TransformOutcome};
@@ -74,21 +75,13 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
             }
         }
     };
-    let host = destination_host(&delivery.destination.url);
+    let host = display_host(&delivery.destination.url);
     let label = match outcome {
         AttemptOutcome::Succeeded => AttemptLabel::Succeeded,
         AttemptOutcome::Retry { .. } => AttemptLabel::Retry,
         AttemptOutcome::Failed => AttemptLabel::Failed,
         AttemptOutcome::Skipped => AttemptLabel::Skipped,
     };
-    context.metrics.record_attempt(AttemptRecord {
-        event_type: &delivery.event_type,
-        outcome: label,
-        plugin: delivery.destination.transform.as_deref(),
-        host: &host,
-        duration,
-    });
-    log_attempt(&delivery, &host, number, &ended, &outcome, duration);
     let attempt = Attempt {
         number,
         started_at,
@@ -98,6 +91,9 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
         response_body: ended.response_body,
         exchange: ended.exchange,
     };
+    // What the log line needs once the attempt has moved into the store.
+    let (response_status, error) = (attempt.response_status, attempt.error.clone());
+    let recorded_outcome = outcome.clone();
     // Built before the attempt moves into the store, and only for a watcher.
     let finished = context.feed.watched().then(|| {
         let (status, due_at) = outcome.next_state(now_millis());
@@ -123,6 +119,23 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
         .await
     {
         Ok(true) => {
+            // Counted and logged once recorded: a lost lease's attempt is the next holder's
+            // to count.
+            context.metrics.record_attempt(AttemptRecord {
+                event_type: &delivery.event_type,
+                outcome: label,
+                plugin: delivery.destination.transform.as_deref(),
+                host: &host,
+                duration,
+            });
+            let logged = Logged {
+                host: &host,
+                number,
+                response_status,
+                error: error.as_deref().unwrap_or(""),
+                duration,
+            };
+            log_attempt(&delivery, &logged, &recorded_outcome);
             if let Some(finished) = finished {
                 context.feed.publish(finished);
             }
@@ -253,17 +266,23 @@ async fn send_once(
 /// One line per finished attempt: a failure is a WARN an operator sees at the default level,
 /// with what to look up and when the next try is; a success or skip only at debug. The host
 /// alone is logged, never the URL: paths and queries carry tokens.
-fn log_attempt(
-    delivery: &ClaimedDelivery,
-    host: &str,
+/// What an attempt's log line says besides the delivery.
+struct Logged<'a> {
+    host: &'a str,
     number: u32,
-    ended: &Ended,
-    outcome: &AttemptOutcome,
+    response_status: Option<u16>,
+    error: &'a str,
     duration: std::time::Duration,
-) {
-    let duration_ms = duration.as_millis() as u64;
-    let status = ended.response_status;
-    let error = ended.error.as_deref().unwrap_or("");
+}
+
+fn log_attempt(delivery: &ClaimedDelivery, logged: &Logged<'_>, outcome: &AttemptOutcome) {
+    let duration_ms = logged.duration.as_millis() as u64;
+    let (host, number, status, error) = (
+        logged.host,
+        logged.number,
+        logged.response_status,
+        logged.error,
+    );
     match outcome {
         AttemptOutcome::Retry { due_at } => tracing::warn!(
             event_id = %delivery.event_id,
@@ -303,19 +322,6 @@ fn log_attempt(
             reason = error,
             "skipped by its plugin"
         ),
-    }
-}
-
-/// The host (and port, when not the scheme's) a URL points at, without credentials, path or
-/// query.
-fn destination_host(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(parsed) => match (parsed.host_str(), parsed.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_owned(),
-            (None, _) => "(no host)".to_owned(),
-        },
-        Err(_) => "(unparsable url)".to_owned(),
     }
 }
 

@@ -150,6 +150,35 @@ pub fn redacted_url(url: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The host a URL points at, as logs, metric labels and the `host` search filter name it:
+/// lower case, international names in punycode, IPv6 in brackets, and the port only when it
+/// is not the scheme's default. Never credentials, path or query.
+pub fn display_host(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => match (parsed.host_str(), parsed.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => "(no host)".to_owned(),
+        },
+        Err(_) => "(unparsable url)".to_owned(),
+    }
+}
+
+/// A `host` filter as typed (`Hooks.Example.com`, `hooks.example.com:443`) in the form
+/// [`display_host`] writes, or `None` when it is not a host with an optional port. Either
+/// default port is dropped: the filter does not know the scheme.
+pub fn host_filter(text: &str) -> Option<String> {
+    if text.contains(['/', '?', '#', '@']) || text.chars().any(char::is_whitespace) {
+        return None;
+    }
+    let parsed = url::Url::parse(&format!("http://{text}/")).ok()?;
+    let host = parsed.host_str()?;
+    Some(match parsed.port() {
+        None | Some(443) => host.to_owned(),
+        Some(port) => format!("{host}:{port}"),
+    })
+}
+
 /// Serialise a URL field through [`redacted_url`].
 pub fn serialize_redacted_url<S: serde::Serializer>(
     url: &str,
@@ -237,6 +266,35 @@ mod tests {
             redacted_url("https://hooks.example.com/a@b"),
             "https://hooks.example.com/a@b"
         );
+    }
+
+    #[test]
+    fn hosts_are_named_one_way() {
+        use super::{display_host, host_filter};
+        assert_eq!(
+            display_host("https://Hooks.Example.com:443/x?t=1"),
+            "hooks.example.com"
+        );
+        assert_eq!(display_host("http://u:p@127.0.0.1:8080/"), "127.0.0.1:8080");
+        assert_eq!(display_host("http://[::1]:9/"), "[::1]:9");
+        assert_eq!(
+            display_host("https://bücher.example/"),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            host_filter("HOOKS.example.com:443").as_deref(),
+            Some("hooks.example.com")
+        );
+        assert_eq!(
+            host_filter("LocalHost:8080").as_deref(),
+            Some("localhost:8080")
+        );
+        assert_eq!(
+            host_filter("bücher.example").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
+        assert_eq!(host_filter("a/b"), None);
+        assert_eq!(host_filter("u@h"), None);
     }
 
     #[test]

@@ -13,7 +13,10 @@
 //!
 //! Side calls (`validate-config`, admitted with [`Gates::admit_side`]) share the slots and
 //! count their overruns, but never take the probe and never close the breaker: a plugin
-//! whose `transform` spins must not be let off by a cheap config check.
+//! whose `transform` spins must not be let off by a cheap config check. Nor do they run
+//! between the end of a pause and its probe's verdict: once a pause has started, only a
+//! `transform` probe can show the plugin well again, and until then a side call is turned
+//! away (its config is then accepted unchecked, as for any failed check).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -97,14 +100,14 @@ impl Gates {
 
     async fn admit_call(&self, name: &str, sha256: &str, transform: bool) -> Admission {
         let gate = self.gate(name);
-        if let Err(left) = gate.verdict(sha256, false, self.policy) {
+        if let Err(left) = gate.verdict(sha256, false, !transform, self.policy) {
             return Admission::Paused(left);
         }
         let Ok(permit) = gate.permits.clone().acquire_owned().await else {
             // The semaphore is never closed; a closed one would mean the host is gone.
             return Admission::Paused(FIRST_PAUSE);
         };
-        match gate.verdict(sha256, transform, self.policy) {
+        match gate.verdict(sha256, transform, !transform, self.policy) {
             Ok(probe) => Admission::Run(Pass {
                 gate,
                 policy: self.policy,
@@ -158,11 +161,13 @@ impl Gates {
 
 impl Gate {
     /// May a call of version `sha256` run now? `Ok(true)` when it is the probe that ends a
-    /// pause (taken only when `take_probe`), `Err` with the time left while paused.
+    /// pause (taken only when `take_probe`), `Err` with the time left while paused. A `side`
+    /// call is refused from the start of a pause until a probe closes the breaker.
     fn verdict(
         &self,
         sha256: &str,
         take_probe: bool,
+        side: bool,
         policy: GatePolicy,
     ) -> Result<bool, Duration> {
         let mut breaker = match self.breaker.lock() {
@@ -179,6 +184,8 @@ impl Gate {
         match breaker.paused_until {
             None => Ok(false),
             Some(until) if now < until => Err(until - now),
+            // Past the pause, waiting for a probe's verdict.
+            Some(_) if side => Err(FIRST_PAUSE.min(policy.max_pause)),
             // The pause is over but its probe is still out. Most probes of a plugin that
             // was paused fail, so wait out the pause that would follow.
             Some(_) if breaker.probe_running => Err(breaker
@@ -333,12 +340,16 @@ mod tests {
             Admission::Paused(_)
         ));
         tokio::time::advance(FIRST_PAUSE).await;
-        assert_eq!(run_side(&gates, false).await, None);
+        assert!(
+            matches!(gates.admit_side("spin", "v1").await, Admission::Paused(_)),
+            "no side call between the pause and its probe's verdict"
+        );
         let Admission::Run(probe) = gates.admit("spin", "v1").await else {
             panic!("a side call took the probe");
         };
         assert!(probe.probe, "the transform after the pause is the probe");
-        assert_eq!(probe.finish(true), Some(FIRST_PAUSE * 2));
+        assert_eq!(probe.finish(false), None);
+        assert_eq!(run_side(&gates, false).await, None, "closed by the probe");
     }
 
     #[tokio::test(start_paused = true)]

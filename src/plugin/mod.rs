@@ -287,13 +287,15 @@ impl PluginHost {
             })
     }
 
-    /// Compile the bundled plugins in the background, then poll the plugins folder every
-    /// `interval`, until `shutdown`.
+    /// Compile the bundled plugins in the background and, beside that, poll the plugins
+    /// folder every `interval`, until `shutdown`.
     pub fn watch(&self, interval: Duration, shutdown: CancellationToken) {
+        let warming = self.clone();
+        let warm_until = shutdown.clone();
+        tokio::spawn(async move { warming.warm_bundled(&warm_until).await });
         let registry = self.registry.clone();
         let host = self.clone();
         tokio::spawn(async move {
-            host.warm_bundled(&shutdown).await;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

@@ -9,7 +9,7 @@
 
 use super::{DeliveryView, Page, Store, StoreError};
 use crate::domain::{
-    ConfigId, DeliveryStatus, DestinationSource, EventId, EventType, UnixMillis, concurrency_key,
+    ConfigId, DeliveryStatus, DestinationSource, EventId, EventType, UnixMillis, display_host,
     redacted_url,
 };
 
@@ -19,8 +19,8 @@ pub struct DeliveryFilter {
     pub status: Option<DeliveryStatus>,
     pub event_type: Option<EventType>,
     pub event_id: Option<EventId>,
-    /// The destination's host and port as the concurrency key writes it (lower case, no
-    /// credentials).
+    /// The destination's host as [`display_host`] names it (lower case, port only when not
+    /// the default).
     pub host: Option<String>,
     /// A prefix of the destination URL as the API shows it (credentials as `***`), so a
     /// search cannot be used to guess a password one character at a time.
@@ -34,7 +34,7 @@ pub struct DeliveryFilter {
 
 /// Rows read per store call while searching.
 const SEARCH_BATCH: usize = 500;
-/// Rows are numbered in commit order by one node and stamped by another's clock, so a row
+/// Rows are numbered in insert order and stamped by the inserting node's clock, so a row
 /// may be a little older than one numbered before it: a scan stops this far past the start
 /// of a time range, not at its first older row.
 const CLOCK_SKEW_MS: UnixMillis = 5 * 60 * 1000;
@@ -82,7 +82,7 @@ impl DeliveryFilter {
             && self
                 .host
                 .as_ref()
-                .is_none_or(|host| concurrency_key(webhook_url) == *host)
+                .is_none_or(|host| display_host(webhook_url) == *host)
             && self
                 .url_prefix
                 .as_ref()
@@ -127,7 +127,9 @@ impl Store {
         let mut cursor = before;
         let mut scanned = 0usize;
         loop {
-            let batch = self.deliveries(filter.status, SEARCH_BATCH, cursor).await?;
+            // Never past the page's budget of rows.
+            let batch_rows = SEARCH_BATCH.min(scan_rows.saturating_sub(scanned).max(1));
+            let batch = self.deliveries(filter.status, batch_rows, cursor).await?;
             scanned += batch.items.len();
             let past_range = filter.created_from.is_some_and(|from| {
                 batch

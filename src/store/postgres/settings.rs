@@ -93,16 +93,18 @@ impl PgSettings {
     /// `postgres://USER@HOST:PORT/DB` for logs: the password and the options are left out.
     pub fn describe(&self) -> String {
         use tokio_postgres::config::Host;
+        // As libpq reads them: one port applies to every host, else one port per host.
+        let ports = self.config.get_ports();
+        let port_of = |index: usize| match ports {
+            [only] => *only,
+            _ => ports.get(index).copied().unwrap_or(5432),
+        };
         let hosts: Vec<String> = self
             .config
             .get_hosts()
             .iter()
-            .zip(
-                self.config
-                    .get_ports()
-                    .iter()
-                    .chain(std::iter::repeat(&5432)),
-            )
+            .enumerate()
+            .map(|(index, host)| (host, port_of(index)))
             .map(|(host, port)| match host {
                 Host::Tcp(name) => format!("{name}:{port}"),
                 Host::Unix(path) => format!("{}:{port}", path.display()),
@@ -180,6 +182,11 @@ mod tests {
         assert_eq!(
             settings.describe(),
             "postgres://root@db.internal:6432/queue (pool of 4)"
+        );
+        let settings = PgSettings::parse("postgres://root@a,b:6432/queue").unwrap();
+        assert_eq!(
+            settings.describe(),
+            "postgres://root@a:5432,b:6432/queue (pool of 16)"
         );
     }
 }
