@@ -42,6 +42,16 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Operator routes: destinations that receive every matching event.
     pub routes: Vec<RouteConfig>,
+    /// Settings per destination host (as logs name it: lower case, port only when not the
+    /// scheme's default), e.g. `[destinations."api.example.com"] rate_per_second = 10`.
+    pub destinations: std::collections::BTreeMap<String, DestinationConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// Requests a second this host receives at most, from all nodes together.
+    pub rate_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,6 +192,7 @@ impl Default for Config {
             plugins: PluginLimitsConfig::default(),
             retention: RetentionConfig::default(),
             routes: Vec::new(),
+            destinations: Default::default(),
         }
     }
 }
@@ -432,6 +443,19 @@ impl Config {
         if let Some(value) = lookup("HOOKGATE_REPLAY_QUEUE_CEILING") {
             self.limits.replay_queue_ceiling = number("HOOKGATE_REPLAY_QUEUE_CEILING", value)?;
         }
+        if let Some(value) = lookup("HOOKGATE_RATE_LIMITS") {
+            for pair in list(&value) {
+                let (host, rate) = pair.split_once('=').ok_or_else(|| ConfigError::Env {
+                    name: "HOOKGATE_RATE_LIMITS",
+                    message: format!("{pair:?} is not HOST=REQUESTS_PER_SECOND"),
+                })?;
+                let rate = number("HOOKGATE_RATE_LIMITS", rate.to_owned())?;
+                self.destinations
+                    .entry(host.trim().to_owned())
+                    .or_default()
+                    .rate_per_second = Some(rate);
+            }
+        }
         if let Some(value) = lookup("HOOKGATE_SEARCH_SCAN_ROWS") {
             self.limits.search_scan_rows = number("HOOKGATE_SEARCH_SCAN_ROWS", value)?;
         }
@@ -451,6 +475,19 @@ impl Config {
                 })?;
         }
         Ok(())
+    }
+
+    /// The configured rates by host, in the form logs and the engine name hosts.
+    pub fn rate_limits(&self) -> std::collections::HashMap<String, f64> {
+        self.destinations
+            .iter()
+            .filter_map(|(host, destination)| {
+                Some((
+                    crate::domain::host_filter(host)?,
+                    destination.rate_per_second?,
+                ))
+            })
+            .collect()
     }
 
     pub fn plugins_dir(&self) -> PathBuf {
@@ -503,6 +540,20 @@ impl Config {
         }
         if self.limits.search_scan_rows == 0 {
             return invalid("limits.search_scan_rows must be at least 1");
+        }
+        for (host, destination) in &self.destinations {
+            if crate::domain::host_filter(host).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "destinations.{host:?}: is not a host, or host:port"
+                )));
+            }
+            if let Some(rate) = destination.rate_per_second
+                && !(rate.is_finite() && rate > 0.0)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "destinations.{host:?}.rate_per_second: must be a positive number"
+                )));
+            }
         }
         if self.limits.replay_max_deliveries == 0 {
             return invalid("limits.replay_max_deliveries must be at least 1");
@@ -600,6 +651,7 @@ mod tests {
         let text = include_str!("../hookgate.example.toml");
         let config = Config::from_toml(text).unwrap();
         config.validate().unwrap();
+        assert_eq!(config.rate_limits().get("inn.gs"), Some(&50.0));
         assert!(
             config
                 .routes

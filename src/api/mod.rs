@@ -3,6 +3,7 @@
 //! (`Ingest::accept`, the store's verbs) that tests and the benchmark can call too.
 
 mod configs;
+mod destinations;
 mod events;
 mod ops;
 mod replay;
@@ -44,6 +45,8 @@ pub struct ApiState {
     pub replays: Arc<Replays>,
     /// Cancelled when shutdown begins: live streams end then.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Each destination's recent attempts on this node.
+    pub health: Arc<crate::deliver::health::DestinationHealth>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -71,6 +74,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/api/v1/plugins", get(ops::plugins))
         .route("/api/v1/nodes", get(ops::nodes))
+        .route("/api/v1/destinations", get(destinations::list))
         .route("/api/v1/stream", get(stream::attempts))
         .merge(configs::router())
         .layer(axum::middleware::from_fn_with_state(

@@ -13,6 +13,8 @@ use startup::{
 
 use crate::config::Config;
 use crate::deliver::feed::AttemptFeed;
+use crate::deliver::health::DestinationHealth;
+use crate::deliver::rate::RateLimits;
 use crate::deliver::{DeliveryContext, Engine, Handover, client::HttpClient};
 use crate::egress::EgressGuard;
 use crate::ingest::{Ingest, QueueCap};
@@ -93,6 +95,7 @@ impl App {
             .context("building the HTTP client")?;
         let config = Arc::new(config);
         let feed = AttemptFeed::default();
+        let health = Arc::new(DestinationHealth::default());
         let engine = Engine::new(Arc::new(DeliveryContext {
             store: store.clone(),
             client,
@@ -100,6 +103,8 @@ impl App {
             config: config.clone(),
             metrics: metrics.clone(),
             feed: feed.clone(),
+            health: health.clone(),
+            rates: Arc::new(RateLimits::new(config.rate_limits())),
         }));
         let listener = TcpListener::bind(&config.listen)
             .await
@@ -159,6 +164,7 @@ impl App {
                 stopping.clone(),
             ),
             stopping: stopping.clone(),
+            health,
         });
         Ok(App {
             listener,

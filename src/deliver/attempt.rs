@@ -35,6 +35,8 @@ struct Ended {
 /// skipped), before the result is written to the store.
 pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: impl FnOnce()) {
     let number = delivery.attempts_made + 1;
+    // A rate-limited host's turn comes first; the wait is not part of the attempt.
+    context.rates.wait_turn(&delivery.destination.url).await;
     let started_at = now_millis();
     let clock = Instant::now();
     let policy = RetryPolicy::new(&context.config.retry, &delivery.destination.retry);
@@ -128,6 +130,14 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
                 host: &host,
                 duration,
             });
+            if label != AttemptLabel::Skipped {
+                context.health.record(
+                    &delivery.destination.concurrency_key(),
+                    label == AttemptLabel::Succeeded,
+                    duration,
+                    error.as_deref(),
+                );
+            }
             let logged = Logged {
                 host: &host,
                 number,

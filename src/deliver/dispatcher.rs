@@ -381,6 +381,8 @@ mod tests {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             feed: Default::default(),
+            health: Default::default(),
+            rates: Arc::new(crate::deliver::rate::RateLimits::new(Default::default())),
         }));
         store
             .enqueue((0..3).map(|_| event_for(&url)).collect())

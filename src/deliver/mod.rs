@@ -20,6 +20,8 @@ pub mod client;
 mod dispatcher;
 mod due;
 pub mod feed;
+pub mod health;
+pub mod rate;
 pub mod request;
 pub mod retry;
 pub mod sign;
@@ -48,6 +50,10 @@ pub struct DeliveryContext {
     pub metrics: Arc<Metrics>,
     /// Finished attempts, for whoever watches them live.
     pub feed: feed::AttemptFeed,
+    /// Each destination's recent attempts, for `GET /api/v1/destinations`.
+    pub health: Arc<health::DestinationHealth>,
+    /// Per-host request rates an attempt waits for.
+    pub rates: Arc<rate::RateLimits>,
 }
 
 /// The engine's shared state: slots, leases held, the attempt tasks. Shared by the
@@ -155,6 +161,14 @@ impl Engine {
         self.clustered.load(Ordering::Relaxed)
     }
 
+    /// Attempts running now per destination (concurrency key).
+    pub fn running_by_destination(&self) -> HashMap<String, usize> {
+        self.in_flight
+            .lock()
+            .map(|counts| counts.clone())
+            .unwrap_or_default()
+    }
+
     /// Attempts running now.
     pub fn running(&self) -> usize {
         self.context
@@ -175,6 +189,7 @@ impl Engine {
     pub fn set_live_nodes(&self, live: LiveNodes) {
         let cap = self.context.config.delivery.max_in_flight_per_destination;
         let nodes = live.count.max(1);
+        self.context.rates.set_live_nodes(nodes);
         let share = cap / nodes + usize::from(live.rank < cap % nodes);
         self.clustered.store(nodes > 1, Ordering::Relaxed);
         if self.per_destination_limit.swap(share, Ordering::Relaxed) != share {

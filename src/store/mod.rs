@@ -527,6 +527,11 @@ impl Store {
         dispatch!(self, s => s.queue_depth().await)
     }
 
+    /// Deliveries queued or in flight, by destination (concurrency key).
+    pub async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        dispatch!(self, s => s.waiting_by_destination().await)
+    }
+
     /// The waiting deliveries split as (queued, in flight).
     pub async fn queue_by_state(&self) -> Result<(u64, u64), StoreError> {
         dispatch!(self, s => s.queue_by_state().await)

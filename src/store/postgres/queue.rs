@@ -226,6 +226,28 @@ impl PgStore {
         Ok(u64::try_from(depth).unwrap_or(0))
     }
 
+    /// Deliveries queued or in flight, by destination (concurrency key).
+    pub async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let client = self.client().await?;
+        let count = client
+            .prepare_cached(
+                "SELECT dest_key, count(*) FROM deliveries \
+                 WHERE status IN ('queued', 'in_flight') GROUP BY dest_key",
+            )
+            .await?;
+        Ok(client
+            .query(&count, &[])
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<_, String>(0)?,
+                    u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
+                ))
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?)
+    }
+
     /// The waiting deliveries split as (queued, in flight).
     pub async fn queue_by_state(&self) -> Result<(u64, u64), StoreError> {
         let client = self.client().await?;

@@ -389,6 +389,23 @@ impl SqliteStore {
         .await
     }
 
+    /// Deliveries queued or in flight, by destination (concurrency key).
+    pub async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT dest_key, count(*) FROM deliveries \
+                 WHERE status IN ('queued', 'in_flight') GROUP BY dest_key",
+            )?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     /// The waiting deliveries split as (queued, in flight): a held row is `queued` in the
     /// file, so the in-flight ones are the live leases.
     pub async fn queue_by_state(&self) -> Result<(u64, u64), StoreError> {

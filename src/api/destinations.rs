@@ -1,0 +1,80 @@
+//! `GET /api/v1/destinations`: each destination's health as this node sees it (recent
+//! success rate, latencies, the run of failures, last error), what it has in flight, what
+//! waits for it in the store, and its configured rate limit. Failing destinations first.
+
+use super::{ApiError, ApiState};
+use crate::deliver::health::HealthView;
+use crate::domain::host_filter;
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Failures in a row from which a destination is shown as failing.
+const FAILING_AFTER: u32 = 3;
+
+#[derive(Debug, Serialize)]
+pub struct DestinationView {
+    /// The destination as the engine counts it: host and port as the URLs give them.
+    pub destination: String,
+    /// `failing` (its last attempts failed), `healthy`, or `idle` (no attempt seen by this
+    /// node since it started).
+    pub state: &'static str,
+    /// Attempts running on this node.
+    pub in_flight: usize,
+    /// Deliveries queued or in flight for it, on every node.
+    pub waiting: u64,
+    pub rate_per_second: Option<f64>,
+    /// This node's view of its recent attempts; `null` when it has seen none.
+    pub health: Option<HealthView>,
+}
+
+pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut rows: BTreeMap<String, DestinationView> = BTreeMap::new();
+    let blank = |destination: &str| DestinationView {
+        destination: destination.to_owned(),
+        state: "idle",
+        in_flight: 0,
+        waiting: 0,
+        rate_per_second: None,
+        health: None,
+    };
+    for (destination, waiting) in state.store.waiting_by_destination().await? {
+        rows.entry(destination.clone())
+            .or_insert_with(|| blank(&destination))
+            .waiting = waiting;
+    }
+    for (destination, running) in state.ingest.engine.running_by_destination() {
+        rows.entry(destination.clone())
+            .or_insert_with(|| blank(&destination))
+            .in_flight = running;
+    }
+    for (destination, health) in state.health.snapshot() {
+        rows.entry(destination.clone())
+            .or_insert_with(|| blank(&destination))
+            .health = Some(health);
+    }
+    let rates = state.config.rate_limits();
+    let mut views: Vec<DestinationView> = rows
+        .into_values()
+        .map(|mut view| {
+            view.state = match &view.health {
+                None => "idle",
+                Some(health) if health.failures_in_a_row >= FAILING_AFTER => "failing",
+                Some(_) => "healthy",
+            };
+            view.rate_per_second =
+                host_filter(&view.destination).and_then(|host| rates.get(&host).copied());
+            view
+        })
+        .collect();
+    views.sort_by_key(|view| {
+        std::cmp::Reverse(
+            view.health
+                .as_ref()
+                .map_or(0, |health| health.failures_in_a_row),
+        )
+    });
+    Ok(Json(serde_json::json!({ "destinations": views })))
+}
