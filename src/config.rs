@@ -91,6 +91,16 @@ pub struct DeliveryConfig {
     /// How often this process reports itself in the store's node list. Nodes not heard from
     /// for three of these are not counted when the destination caps are shared out.
     pub node_heartbeat_ms: u64,
+    /// Sent attempts in a row to one destination that fail before it is paused (its
+    /// deliveries wait without spending attempts, one probe after the pause); 0 never
+    /// pauses.
+    pub breaker_after_failures: u32,
+    /// A destination's first pause; each failed probe doubles it, up to the maximum.
+    pub breaker_first_pause_ms: u64,
+    pub breaker_max_pause_ms: u64,
+    /// Where `hookgate.destination.paused` and `hookgate.destination.resumed` events go
+    /// when a destination is paused or resumed; none when unset.
+    pub notify_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,6 +229,10 @@ impl Default for DeliveryConfig {
             response_body_bytes: 1_024,
             lease_ms: 20_000,
             node_heartbeat_ms: 5_000,
+            breaker_after_failures: 20,
+            breaker_first_pause_ms: 10_000,
+            breaker_max_pause_ms: 600_000,
+            notify_url: None,
         }
     }
 }
@@ -422,6 +436,20 @@ impl Config {
         if let Some(value) = lookup("HOOKGATE_LEASE_MS") {
             self.delivery.lease_ms = number("HOOKGATE_LEASE_MS", value)?;
         }
+        if let Some(value) = lookup("HOOKGATE_BREAKER_AFTER_FAILURES") {
+            self.delivery.breaker_after_failures =
+                number("HOOKGATE_BREAKER_AFTER_FAILURES", value)?;
+        }
+        if let Some(value) = lookup("HOOKGATE_BREAKER_FIRST_PAUSE_MS") {
+            self.delivery.breaker_first_pause_ms =
+                number("HOOKGATE_BREAKER_FIRST_PAUSE_MS", value)?;
+        }
+        if let Some(value) = lookup("HOOKGATE_BREAKER_MAX_PAUSE_MS") {
+            self.delivery.breaker_max_pause_ms = number("HOOKGATE_BREAKER_MAX_PAUSE_MS", value)?;
+        }
+        if let Some(value) = lookup("HOOKGATE_NOTIFY_URL") {
+            self.delivery.notify_url = Some(value);
+        }
         if let Some(value) = lookup("HOOKGATE_NODE_HEARTBEAT_MS") {
             self.delivery.node_heartbeat_ms = number("HOOKGATE_NODE_HEARTBEAT_MS", value)?;
         }
@@ -554,6 +582,11 @@ impl Config {
                     "destinations.{host:?}.rate_per_second: must be a positive number"
                 )));
             }
+        }
+        if let Some(url) = &self.delivery.notify_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("delivery.notify_url must be an http(s) URL");
         }
         if self.limits.replay_max_deliveries == 0 {
             return invalid("limits.replay_max_deliveries must be at least 1");

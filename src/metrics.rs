@@ -113,6 +113,11 @@ pub struct Metrics {
     pub plugin_errors: Counter<u64, AtomicU64>,
     /// Deliveries handed back to the queue, no attempt spent, because their plugin is paused.
     pub plugin_deferrals: Counter,
+    /// Destinations paused, by their breaker or an operator.
+    pub destination_pauses: Counter,
+    /// Deliveries handed back to the queue, no attempt spent, because their destination is
+    /// paused.
+    pub destination_deferrals: Counter,
     /// Events refused with 429 because the queue held `limits.max_queued` deliveries.
     pub events_refused_queue_full: Counter,
     /// Rows retention deleted, by table: `events`, `deliveries`, `attempts`.
@@ -218,6 +223,18 @@ impl Metrics {
             "Deliveries handed back to the queue without an attempt because their plugin is paused",
             plugin_deferrals.clone(),
         );
+        let destination_pauses = Counter::default();
+        registry.register(
+            "destination_pauses",
+            "Destinations paused by their circuit breaker or an operator",
+            destination_pauses.clone(),
+        );
+        let destination_deferrals = Counter::default();
+        registry.register(
+            "destination_deferrals",
+            "Deliveries handed back to the queue without an attempt because their destination is paused",
+            destination_deferrals.clone(),
+        );
         let events_refused_queue_full = Counter::default();
         registry.register(
             "events_refused_queue_full",
@@ -249,6 +266,8 @@ impl Metrics {
             queue_by_state,
             plugin_errors,
             plugin_deferrals,
+            destination_pauses,
+            destination_deferrals,
             events_refused_queue_full,
             retention_deleted,
         }

@@ -65,6 +65,8 @@ impl Cluster {
             .arg(data.path())
             .env("HOOKGATE_EGRESS_ALLOW", "127.0.0.0/8")
             .env("HOOKGATE_RETRY_MAX_ATTEMPTS", "50")
+            // Black holes and failing receivers are the point here, not something to pause for.
+            .env("HOOKGATE_BREAKER_AFTER_FAILURES", "0")
             .env("HOOKGATE_RETRY_BASE_DELAY_MS", "50")
             .env("HOOKGATE_RETRY_MAX_DELAY_MS", "200")
             .env("HOOKGATE_PLUGIN_CACHE_DIR", plugin_cache_dir())

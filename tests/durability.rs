@@ -44,6 +44,8 @@ async fn launch(data_dir: &Path, store: &Option<String>, port: u16) -> Gateway {
         .env("HOOKGATE_API_KEY", API_KEY)
         .env("HOOKGATE_EGRESS_ALLOW", "127.0.0.0/8")
         .env("HOOKGATE_RETRY_MAX_ATTEMPTS", "50")
+        // Failures to one receiver are the point here, not something to pause for.
+        .env("HOOKGATE_BREAKER_AFTER_FAILURES", "0")
         .env("HOOKGATE_RETRY_BASE_DELAY_MS", "50")
         .env("HOOKGATE_RETRY_MAX_DELAY_MS", "200")
         .env("HOOKGATE_REQUEST_TIMEOUT_MS", "10000")

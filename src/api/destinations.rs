@@ -1,12 +1,14 @@
 //! `GET /api/v1/destinations`: each destination's health as this node sees it (recent
-//! success rate, latencies, the run of failures, last error), what it has in flight, what
-//! waits for it in the store, and its configured rate limit. Failing destinations first.
+//! success rate, latencies, the run of failures, last error), its pause, what it has in
+//! flight, what waits for it in the store, and its configured rate limit; paused and failing
+//! destinations first. `POST /api/v1/destinations/{destination}/pause` and `/resume` are an
+//! operator's hand on the breaker.
 
 use super::{ApiError, ApiState};
 use crate::deliver::health::HealthView;
 use crate::domain::host_filter;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,9 +20,14 @@ const FAILING_AFTER: u32 = 3;
 pub struct DestinationView {
     /// The destination as the engine counts it: host and port as the URLs give them.
     pub destination: String,
-    /// `failing` (its last attempts failed), `healthy`, or `idle` (no attempt seen by this
-    /// node since it started).
+    /// `paused` (by its breaker or an operator), `failing` (its last attempts failed),
+    /// `healthy`, or `idle` (no attempt seen by this node since it started).
     pub state: &'static str,
+    /// While paused by its breaker: when its probe may go (ISO 8601).
+    #[serde(serialize_with = "crate::domain::serialize_optional_iso_millis")]
+    pub paused_until: Option<crate::domain::UnixMillis>,
+    /// While paused: `breaker` or `operator`.
+    pub paused_by: Option<&'static str>,
     /// Attempts running on this node.
     pub in_flight: usize,
     /// Deliveries queued or in flight for it, on every node.
@@ -35,6 +42,8 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json:
     let blank = |destination: &str| DestinationView {
         destination: destination.to_owned(),
         state: "idle",
+        paused_until: None,
+        paused_by: None,
         in_flight: 0,
         waiting: 0,
         rate_per_second: None,
@@ -55,11 +64,23 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json:
             .or_insert_with(|| blank(&destination))
             .health = Some(health);
     }
+    for (destination, pause) in state.ingest.engine.paused_destinations() {
+        let row = rows
+            .entry(destination.clone())
+            .or_insert_with(|| blank(&destination));
+        row.paused_until = pause.until;
+        row.paused_by = Some(if pause.by_operator {
+            "operator"
+        } else {
+            "breaker"
+        });
+    }
     let rates = state.config.rate_limits();
     let mut views: Vec<DestinationView> = rows
         .into_values()
         .map(|mut view| {
             view.state = match &view.health {
+                _ if view.paused_by.is_some() => "paused",
                 None => "idle",
                 Some(health) if health.failures_in_a_row >= FAILING_AFTER => "failing",
                 Some(_) => "healthy",
@@ -70,11 +91,46 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json:
         })
         .collect();
     views.sort_by_key(|view| {
-        std::cmp::Reverse(
+        std::cmp::Reverse((
+            view.paused_by.is_some(),
             view.health
                 .as_ref()
                 .map_or(0, |health| health.failures_in_a_row),
-        )
+        ))
     });
     Ok(Json(serde_json::json!({ "destinations": views })))
+}
+
+/// The destination named in a path, as the engine keys it (lower case).
+fn destination_key(destination: &str) -> Result<String, ApiError> {
+    if destination.is_empty() || destination.contains(['/', '?', '#', '@', ' ']) {
+        return Err(ApiError::unprocessable(format!(
+            "destination: {destination:?} is not a host or host:port as GET /api/v1/destinations lists them"
+        )));
+    }
+    Ok(destination.to_ascii_lowercase())
+}
+
+/// An operator's pause, until resumed, on the node that answers.
+pub async fn pause(
+    State(state): State<Arc<ApiState>>,
+    Path(destination): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let destination = destination_key(&destination)?;
+    let changed = state.ingest.engine.pause_destination(&destination).await;
+    Ok(Json(
+        serde_json::json!({"destination": destination, "paused": true, "changed": changed}),
+    ))
+}
+
+/// An operator's resume of any pause, on the node that answers.
+pub async fn resume(
+    State(state): State<Arc<ApiState>>,
+    Path(destination): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let destination = destination_key(&destination)?;
+    let changed = state.ingest.engine.resume_destination(&destination).await;
+    Ok(Json(
+        serde_json::json!({"destination": destination, "paused": false, "changed": changed}),
+    ))
 }

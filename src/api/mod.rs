@@ -75,6 +75,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/plugins", get(ops::plugins))
         .route("/api/v1/nodes", get(ops::nodes))
         .route("/api/v1/destinations", get(destinations::list))
+        .route(
+            "/api/v1/destinations/{destination}/pause",
+            post(destinations::pause),
+        )
+        .route(
+            "/api/v1/destinations/{destination}/resume",
+            post(destinations::resume),
+        )
         .route("/api/v1/stream", get(stream::attempts))
         .merge(configs::router())
         .layer(axum::middleware::from_fn_with_state(

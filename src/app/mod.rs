@@ -12,6 +12,7 @@ use startup::{
 };
 
 use crate::config::Config;
+use crate::deliver::breaker::{BreakerPolicy, Breakers};
 use crate::deliver::feed::AttemptFeed;
 use crate::deliver::health::DestinationHealth;
 use crate::deliver::rate::RateLimits;
@@ -105,6 +106,11 @@ impl App {
             feed: feed.clone(),
             health: health.clone(),
             rates: Arc::new(RateLimits::new(config.rate_limits())),
+            breakers: Arc::new(Breakers::new(BreakerPolicy {
+                after_failures: config.delivery.breaker_after_failures,
+                first_pause: Duration::from_millis(config.delivery.breaker_first_pause_ms),
+                max_pause: Duration::from_millis(config.delivery.breaker_max_pause_ms),
+            })),
         }));
         let listener = TcpListener::bind(&config.listen)
             .await

@@ -4,8 +4,10 @@
 //! delivery goes back to the queue until the pause ends, with no attempt recorded.
 
 use super::DeliveryContext;
+use super::breaker::Admission;
 use super::client::SendError;
 use super::feed::FinishedAttempt;
+use super::pauses::{self, PAUSED_REASON_PREFIX};
 use super::request;
 use super::retry::{AttemptResult, RetryAction, RetryPolicy, parse_retry_after};
 use crate::domain::{
@@ -35,6 +37,19 @@ struct Ended {
 /// skipped), before the result is written to the store.
 pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: impl FnOnce()) {
     let number = delivery.attempts_made + 1;
+    let destination = delivery.destination.concurrency_key();
+    let probe = match context.breakers.admit(&destination) {
+        Admission::Run { probe } => probe,
+        Admission::Paused { until } => {
+            sent();
+            context.metrics.destination_deferrals.inc();
+            let reason = format!(
+                "{PAUSED_REASON_PREFIX}: {destination} is paused (its attempts kept failing, or an operator paused it); waiting without spending an attempt"
+            );
+            hand_back(context, &delivery, spread(until), reason).await;
+            return;
+        }
+    };
     // A rate-limited host's turn comes first; the wait is not part of the attempt.
     context.rates.wait_turn(&delivery.destination.url).await;
     let started_at = now_millis();
@@ -43,16 +58,26 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
     let ended = send_once(context, &delivery, &policy).await;
     let duration = clock.elapsed();
     sent();
+    // Only a request that left says anything about the receiver.
+    let change = match ended.exchange.is_some() && !ended.skipped {
+        true => {
+            let answered_2xx = matches!(ended.response_status, Some(200..=299));
+            context.breakers.finish(&destination, answered_2xx, probe)
+        }
+        false => {
+            if probe {
+                context.breakers.abandon_probe(&destination);
+            }
+            None
+        }
+    };
+    if let Some(change) = change {
+        pauses::announce(context, &destination, change).await;
+    }
     if let Some(due_at) = ended.deferred_until {
         context.metrics.plugin_deferrals.inc();
-        let lease = vec![(delivery.id.clone(), delivery.lease_token.clone())];
-        if let Err(error) = context
-            .store
-            .release_until(lease, due_at, ended.error)
-            .await
-        {
-            tracing::error!(delivery_id = %delivery.id, %error, "handing back a delivery of a paused plugin failed; its lease will expire");
-        }
+        let reason = ended.error.unwrap_or_default();
+        hand_back(context, &delivery, due_at, reason).await;
         return;
     }
     let outcome = if ended.skipped {
@@ -191,16 +216,9 @@ async fn send_once(
                 };
             }
             Err(PluginError::Paused(left)) => {
-                // Spread over half the pause again, so the deliveries held back do not all
-                // come due, and through claims, at the moment it ends.
                 let left_ms = i64::try_from(left.as_millis()).unwrap_or(i64::MAX / 2);
-                let spread_ms = fastrand::i64(0..=left_ms / 2);
                 return Ended {
-                    deferred_until: Some(
-                        now_millis()
-                            .saturating_add(left_ms)
-                            .saturating_add(spread_ms),
-                    ),
+                    deferred_until: Some(spread(now_millis().saturating_add(left_ms))),
                     ..failed(
                         AttemptResult::Error,
                         format!(
@@ -276,6 +294,30 @@ async fn send_once(
 /// One line per finished attempt: a failure is a WARN an operator sees at the default level,
 /// with what to look up and when the next try is; a success or skip only at debug. The host
 /// alone is logged, never the URL: paths and queries carry tokens.
+/// A time past `until` by up to half the wait again, so the deliveries a pause held back do
+/// not all come due, and through claims, at the moment it ends.
+fn spread(until: UnixMillis) -> UnixMillis {
+    let left_ms = until.saturating_sub(now_millis()).max(0);
+    until.saturating_add(fastrand::i64(0..=left_ms / 2))
+}
+
+/// Give a delivery back to the queue until `due_at`, no attempt spent, saying why.
+async fn hand_back(
+    context: &DeliveryContext,
+    delivery: &ClaimedDelivery,
+    due_at: UnixMillis,
+    reason: String,
+) {
+    let lease = vec![(delivery.id.clone(), delivery.lease_token.clone())];
+    if let Err(error) = context
+        .store
+        .release_until(lease, due_at, Some(reason))
+        .await
+    {
+        tracing::error!(delivery_id = %delivery.id, %error, "handing back a paused delivery failed; its lease will expire");
+    }
+}
+
 /// What an attempt's log line says besides the delivery.
 struct Logged<'a> {
     host: &'a str,

@@ -383,6 +383,13 @@ mod tests {
             feed: Default::default(),
             health: Default::default(),
             rates: Arc::new(crate::deliver::rate::RateLimits::new(Default::default())),
+            breakers: Arc::new(crate::deliver::breaker::Breakers::new(
+                crate::deliver::breaker::BreakerPolicy {
+                    after_failures: 0,
+                    first_pause: Duration::from_secs(1),
+                    max_pause: Duration::from_secs(1),
+                },
+            )),
         }));
         store
             .enqueue((0..3).map(|_| event_for(&url)).collect())

@@ -16,11 +16,13 @@
 //! within a grace period, and hands back the leases of any that do not.
 
 mod attempt;
+pub mod breaker;
 pub mod client;
 mod dispatcher;
 mod due;
 pub mod feed;
 pub mod health;
+mod pauses;
 pub mod rate;
 pub mod request;
 pub mod retry;
@@ -54,6 +56,8 @@ pub struct DeliveryContext {
     pub health: Arc<health::DestinationHealth>,
     /// Per-host request rates an attempt waits for.
     pub rates: Arc<rate::RateLimits>,
+    /// Each destination's circuit breaker.
+    pub breakers: Arc<breaker::Breakers>,
 }
 
 /// The engine's shared state: slots, leases held, the attempt tasks. Shared by the
@@ -159,6 +163,36 @@ impl Engine {
     /// Whether other live nodes share the store.
     fn clustered(&self) -> bool {
         self.clustered.load(Ordering::Relaxed)
+    }
+
+    /// An operator's pause of `destination` (a concurrency key), until resumed; false when
+    /// it was paused by an operator already.
+    pub async fn pause_destination(&self, destination: &str) -> bool {
+        match self.context.breakers.pause(destination) {
+            Some(change) => {
+                pauses::announce(&self.context, destination, change).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An operator's resume of `destination`'s pause, whoever paused it; false when it was
+    /// not paused. Its deliveries go out as they come due again.
+    pub async fn resume_destination(self: &Arc<Self>, destination: &str) -> bool {
+        match self.context.breakers.resume(destination) {
+            Some(change) => {
+                pauses::announce(&self.context, destination, change).await;
+                self.committed(Handover::requeued(), &[]);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The destinations paused now.
+    pub fn paused_destinations(&self) -> HashMap<String, breaker::PauseView> {
+        self.context.breakers.paused()
     }
 
     /// Attempts running now per destination (concurrency key).

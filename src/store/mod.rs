@@ -527,6 +527,16 @@ impl Store {
         dispatch!(self, s => s.queue_depth().await)
     }
 
+    /// Make due now the deliveries of `destination` (a concurrency key) a pause handed back,
+    /// known by their last error starting with `reason_prefix`; returns how many.
+    pub async fn wake_paused(
+        &self,
+        destination: &str,
+        reason_prefix: &'static str,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.wake_paused(destination.to_owned(), reason_prefix).await)
+    }
+
     /// Deliveries queued or in flight, by destination (concurrency key).
     pub async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
         dispatch!(self, s => s.waiting_by_destination().await)

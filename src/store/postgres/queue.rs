@@ -226,6 +226,29 @@ impl PgStore {
         Ok(u64::try_from(depth).unwrap_or(0))
     }
 
+    /// Make due now the deliveries of `destination` a pause handed back (their last error
+    /// starts with `reason_prefix`); returns how many.
+    pub async fn wake_paused(
+        &self,
+        destination: String,
+        reason_prefix: &'static str,
+    ) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        let wake = client
+            .prepare_cached(
+                "UPDATE deliveries SET due_at = $1 WHERE status = 'queued' AND dest_key = $2 \
+                 AND due_at > $1 AND starts_with(last_error, $3)",
+            )
+            .await?;
+        let woken = client
+            .execute(&wake, &[&now_millis(), &destination, &reason_prefix])
+            .await?;
+        if woken > 0 {
+            notify_queued(&client, &self.inner.origin).await?;
+        }
+        Ok(usize::try_from(woken).unwrap_or(usize::MAX))
+    }
+
     /// Deliveries queued or in flight, by destination (concurrency key).
     pub async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let client = self.client().await?;

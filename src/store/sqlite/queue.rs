@@ -389,6 +389,24 @@ impl SqliteStore {
         .await
     }
 
+    /// Make due now the deliveries of `destination` a pause handed back (their last error
+    /// starts with `reason_prefix`); returns how many.
+    pub async fn wake_paused(
+        &self,
+        destination: String,
+        reason_prefix: &'static str,
+    ) -> Result<usize, StoreError> {
+        self.write(move |conn| {
+            let now = now_millis();
+            Ok(conn.execute(
+                "UPDATE deliveries SET due_at = ?1 WHERE status IN ('queued', 'in_flight') \
+                 AND dest_key = ?2 AND due_at > ?1 AND substr(last_error, 1, length(?3)) = ?3",
+                params![now, destination, reason_prefix],
+            )?)
+        })
+        .await
+    }
+
     /// Deliveries queued or in flight, by destination (concurrency key).
     pub async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.read(|conn| {
