@@ -405,8 +405,10 @@ async fn misbehaving_plugins_fail_their_delivery_and_nothing_else() {
         latencies.len() >= 5,
         "too few healthy samples while spin burned: {latencies:?}"
     );
+    // A healthy delivery stuck behind the burners would wait seconds (their CPU budgets in
+    // a row); the bound leaves room for one slow commit on a loaded 2-core machine.
     assert!(
-        worst < Duration::from_millis(500),
+        worst < Duration::from_secs(1),
         "healthy deliveries slowed down: {latencies:?}"
     );
 

@@ -277,3 +277,113 @@ async fn bad_filters_are_a_422_naming_the_parameter() {
         );
     }
 }
+
+/// One event the list test sent, with the facts its filters look at.
+struct SentEvent {
+    id: String,
+    event_type: &'static str,
+    to_failing: bool,
+    in_p3: bool,
+}
+
+/// Every page of the event list for `query`: the event ids in the order served.
+async fn all_event_pages(app: &TestApp, query: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    for _ in 0..1_000 {
+        let (status, page) = app
+            .get(&format!("/api/v1/events?{query}&limit=7{token}"))
+            .await;
+        assert_eq!(status, 200, "{query}: {page}");
+        for item in page["items"].as_array().unwrap() {
+            assert!(iso_millis(&item["accepted_at"]).is_some(), "{item}");
+            ids.push(item["event_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_page_token"].as_str() {
+            Some(next) => token = format!("&page_token={next}"),
+            None => return ids,
+        }
+    }
+    panic!("{query}: the pages never ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_list_filters_by_the_events_and_by_their_deliveries() {
+    // Ten events a page at most: the searches below go over several short pages.
+    let app = spawn_app_with(|config| {
+        config.limits.search_scan_rows = 10;
+        config.retry.max_attempts = 1;
+    })
+    .await;
+    let (fine, failing) = (Receiver::start().await, Receiver::start().await);
+    failing.always(Answer::status(500));
+    // 40 events: even ones to the failing receiver too, every third in project "p3".
+    let mut sent: Vec<SentEvent> = Vec::new();
+    for n in 0..40 {
+        let event_type = EVENT_TYPES[n % 3];
+        let mut configs = vec![json!({"webhook_url": fine.url("/e")})];
+        if n % 2 == 0 {
+            configs.push(json!({"webhook_url": failing.url("/e")}));
+        }
+        let mut event = json!({"event_type": event_type, "data": {"n": n},
+                               "webhook_configurations": configs});
+        if n % 3 == 0 {
+            event["project_id"] = json!("p3");
+        }
+        let accepted = app.ingest(event).await;
+        sent.push(SentEvent {
+            id: accepted["event_id"].as_str().unwrap().to_owned(),
+            event_type,
+            to_failing: n % 2 == 0,
+            in_p3: n % 3 == 0,
+        });
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while all_pages(&app, "status=failed").await.0.len() < 20 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let newest_first = |keep: fn(&SentEvent) -> bool| -> Vec<String> {
+        sent.iter()
+            .rev()
+            .filter(|s| keep(s))
+            .map(|s| s.id.clone())
+            .collect()
+    };
+    assert_eq!(all_event_pages(&app, "").await, newest_first(|_| true));
+    assert_eq!(
+        all_event_pages(&app, "event_type=extract.error").await,
+        newest_first(|s| s.event_type == "extract.error")
+    );
+    assert_eq!(
+        all_event_pages(&app, "project_id=p3").await,
+        newest_first(|s| s.in_p3)
+    );
+    let failing_host = host_of(&failing.url("/"));
+    assert_eq!(
+        all_event_pages(&app, &format!("host={failing_host}")).await,
+        newest_first(|s| s.to_failing)
+    );
+    assert_eq!(
+        all_event_pages(&app, "status=failed&project_id=p3").await,
+        newest_first(|s| s.to_failing && s.in_p3)
+    );
+    let one = &sent[17];
+    assert_eq!(
+        all_event_pages(&app, &format!("event_id={}", one.id)).await,
+        vec![one.id.clone()]
+    );
+    for (query, field) in [
+        ("status=lost", "status"),
+        ("colour=red", "colour"),
+        ("page_token=nope", "page_token"),
+        ("since=soon", "since"),
+    ] {
+        let (status, body) = app.get(&format!("/api/v1/events?{query}")).await;
+        assert_eq!(status, 422, "{query}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(field),
+            "{query}: {body}"
+        );
+    }
+}

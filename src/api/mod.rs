@@ -4,6 +4,7 @@
 
 mod configs;
 mod destinations;
+mod event_list;
 mod events;
 mod ops;
 mod replay;
@@ -54,7 +55,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let authenticated = Router::new()
         .route(
             "/api/v1/events",
-            post(events::ingest_one).layer(DefaultBodyLimit::max(limits.max_event_bytes)),
+            post(events::ingest_one)
+                .get(event_list::list)
+                .layer(DefaultBodyLimit::max(limits.max_event_bytes)),
         )
         .route(
             "/api/v1/events/batch",

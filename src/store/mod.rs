@@ -24,7 +24,7 @@ mod sqlite;
 mod url;
 
 pub use postgres::{PgSettings, PgStore, drop_schema, with_fresh_schema};
-pub use search::DeliveryFilter;
+pub use search::{DeliveryFilter, EventFilter, EventPage};
 pub use sqlite::SqliteStore;
 pub use url::{DEFAULT_SQLITE_FILE, StoreUrl};
 
@@ -351,6 +351,20 @@ pub struct EventCursor {
     pub rowid: i64,
 }
 
+/// An event as the event list shows it, with its position in the list.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventSummary {
+    pub event_id: EventId,
+    pub event_type: String,
+    pub project_id: Option<String>,
+    /// Unix seconds, as the payload gives it.
+    pub timestamp: f64,
+    #[serde(serialize_with = "crate::domain::serialize_iso_millis")]
+    pub accepted_at: UnixMillis,
+    #[serde(skip)]
+    pub position: EventCursor,
+}
+
 /// One batch of the scan for events without deliveries.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventScan {
@@ -525,6 +539,15 @@ impl Store {
     /// Deliveries queued or in flight.
     pub async fn queue_depth(&self) -> Result<u64, StoreError> {
         dispatch!(self, s => s.queue_depth().await)
+    }
+
+    /// Events newest first from below `before` (the newest when `None`), at most `limit`.
+    pub async fn recent_events(
+        &self,
+        before: Option<EventCursor>,
+        limit: usize,
+    ) -> Result<Vec<EventSummary>, StoreError> {
+        dispatch!(self, s => s.recent_events(before, limit).await)
     }
 
     /// Make due now the deliveries of `destination` (a concurrency key) a pause handed back,

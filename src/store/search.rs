@@ -1,5 +1,5 @@
-//! Searching deliveries: filters over the delivery list, newest first, with the list's keyset
-//! pages.
+//! Searching deliveries and events: filters over the delivery list and the event list,
+//! newest first, with keyset pages.
 //!
 //! The filters run over the rows the list reads (through the status index when a status is
 //! given), not in SQL: one code path for both stores, and no index per filter to write on
@@ -7,7 +7,7 @@
 //! comes over several pages, each holding what its rows matched (possibly nothing) and a
 //! token to go on from. An event id goes straight to that event's deliveries.
 
-use super::{DeliveryView, Page, Store, StoreError};
+use super::{DeliveryView, EventCursor, EventSummary, Page, Store, StoreError};
 use crate::domain::{
     ConfigId, DeliveryStatus, DestinationSource, EventId, EventType, UnixMillis, display_host,
     redacted_url,
@@ -160,6 +160,123 @@ impl Store {
                     items,
                     next_cursor: cursor,
                     total: None,
+                });
+            }
+        }
+    }
+}
+
+/// Which events a search wants: their own facts, and, when `deliveries` is set, at least one
+/// delivery that filter matches.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub event_type: Option<EventType>,
+    pub event_id: Option<EventId>,
+    pub project_id: Option<String>,
+    pub created_from: Option<UnixMillis>,
+    pub created_before: Option<UnixMillis>,
+    pub deliveries: Option<DeliveryFilter>,
+}
+
+impl EventFilter {
+    fn matches_event(&self, event: &EventSummary) -> bool {
+        self.event_type
+            .is_none_or(|wanted| event.event_type == wanted.as_str())
+            && self
+                .project_id
+                .as_ref()
+                .is_none_or(|wanted| event.project_id.as_ref() == Some(wanted))
+            && self
+                .created_from
+                .is_none_or(|from| event.accepted_at >= from)
+            && self
+                .created_before
+                .is_none_or(|before| event.accepted_at < before)
+    }
+}
+
+/// A page of events and where the next one starts.
+pub struct EventPage {
+    pub items: Vec<EventSummary>,
+    pub next: Option<EventCursor>,
+}
+
+impl Store {
+    /// The events matching `filter`, newest first, at most `limit`, from below `before`. Reads
+    /// at most `scan_rows` events (each also read with its deliveries when a delivery filter
+    /// is set): a short page with a `next` goes on further back.
+    pub async fn search_events(
+        &self,
+        filter: &EventFilter,
+        limit: usize,
+        before: Option<EventCursor>,
+        scan_rows: usize,
+    ) -> Result<EventPage, StoreError> {
+        if let Some(event_id) = &filter.event_id {
+            let items = match self.event(event_id).await? {
+                Some(event) if before.is_none() => {
+                    let summary = EventSummary {
+                        event_id: event.event_id.clone(),
+                        event_type: event.event_type.clone(),
+                        project_id: event.project_id.clone(),
+                        timestamp: event.timestamp,
+                        accepted_at: event.accepted_at,
+                        position: EventCursor::default(),
+                    };
+                    let deliveries_match = filter.deliveries.as_ref().is_none_or(|wanted| {
+                        event.deliveries.iter().any(|view| wanted.matches(view))
+                    });
+                    (filter.matches_event(&summary) && deliveries_match)
+                        .then_some(summary)
+                        .into_iter()
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
+            return Ok(EventPage { items, next: None });
+        }
+        let mut items: Vec<EventSummary> = Vec::new();
+        let mut cursor = before;
+        let mut scanned = 0usize;
+        loop {
+            let batch_rows = SEARCH_BATCH.min(scan_rows.saturating_sub(scanned).max(1));
+            let batch = self.recent_events(cursor.clone(), batch_rows).await?;
+            let exhausted = batch.len() < batch_rows;
+            scanned += batch.len();
+            for event in batch {
+                cursor = Some(event.position.clone());
+                if filter
+                    .created_from
+                    .is_some_and(|from| event.accepted_at < from.saturating_sub(CLOCK_SKEW_MS))
+                {
+                    return Ok(EventPage { items, next: None });
+                }
+                if !filter.matches_event(&event) {
+                    continue;
+                }
+                if let Some(wanted) = &filter.deliveries {
+                    let deliveries = match self.event(&event.event_id).await? {
+                        Some(view) => view.deliveries,
+                        None => continue,
+                    };
+                    if !deliveries.iter().any(|view| wanted.matches(view)) {
+                        continue;
+                    }
+                }
+                items.push(event);
+                if items.len() > limit {
+                    items.truncate(limit);
+                    let next = items.last().map(|last| last.position.clone());
+                    return Ok(EventPage { items, next });
+                }
+            }
+            if exhausted {
+                return Ok(EventPage { items, next: None });
+            }
+            if scanned >= scan_rows {
+                return Ok(EventPage {
+                    items,
+                    next: cursor,
                 });
             }
         }

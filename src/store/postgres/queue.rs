@@ -7,7 +7,7 @@ use crate::domain::{
     Attempt, DeliveryId, DeliveryStatus, Destination, DestinationSource, EventId, Exchange,
     LeaseToken, UnixMillis, now_millis,
 };
-use crate::store::{DeliveryView, EventView, Page, StoreError};
+use crate::store::{DeliveryView, EventCursor, EventSummary, EventView, Page, StoreError};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -224,6 +224,53 @@ impl PgStore {
             .await?;
         let depth: i64 = client.query_one(&count, &[]).await?.try_get(0)?;
         Ok(u64::try_from(depth).unwrap_or(0))
+    }
+
+    /// Events newest first, by `(created_at, id)` (the retention index), from below `before`.
+    pub async fn recent_events(
+        &self,
+        before: Option<EventCursor>,
+        limit: usize,
+    ) -> Result<Vec<EventSummary>, StoreError> {
+        let (created_at, id) = match &before {
+            Some(cursor) => (
+                cursor.created_at,
+                cursor.id.as_ref().and_then(parse_id).unwrap_or(Uuid::max()),
+            ),
+            None => (UnixMillis::MAX, Uuid::max()),
+        };
+        let client = self.client().await?;
+        let list = client
+            .prepare_cached(
+                "SELECT created_at, id, event_type, project_id, timestamp FROM events \
+                 WHERE (created_at, id) < ($1, $2) ORDER BY created_at DESC, id DESC LIMIT $3",
+            )
+            .await?;
+        let rows = client
+            .query(
+                &list,
+                &[&created_at, &id, &i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let created_at: UnixMillis = row.try_get(0)?;
+                let id = EventId::from(row.try_get::<_, Uuid>(1)?.to_string());
+                Ok(EventSummary {
+                    event_id: id.clone(),
+                    event_type: row.try_get(2)?,
+                    project_id: row.try_get(3)?,
+                    timestamp: row.try_get(4)?,
+                    accepted_at: created_at,
+                    position: EventCursor {
+                        created_at,
+                        id: Some(id),
+                        rowid: 0,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(StoreError::from)
     }
 
     /// Make due now the deliveries of `destination` a pause handed back (their last error

@@ -8,8 +8,8 @@ use crate::domain::{
     now_millis,
 };
 use crate::store::{
-    AttemptOutcome, DeliverySummary, DeliveryView, EnqueueOutcome, EventView, Lease, NewEvent,
-    Page, StoreError,
+    AttemptOutcome, DeliverySummary, DeliveryView, EnqueueOutcome, EventCursor, EventSummary,
+    EventView, Lease, NewEvent, Page, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -385,6 +385,46 @@ impl SqliteStore {
                 |row| row.get(0),
             )?;
             Ok(depth as u64)
+        })
+        .await
+    }
+
+    /// Events newest first, by rowid (acceptance order), from below `before`.
+    pub async fn recent_events(
+        &self,
+        before: Option<EventCursor>,
+        limit: usize,
+    ) -> Result<Vec<EventSummary>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT rowid, id, event_type, project_id, timestamp, created_at FROM events \
+                 WHERE rowid < ?1 ORDER BY rowid DESC LIMIT ?2",
+            )?;
+            let rows = statement
+                .query_map(
+                    params![
+                        before.map_or(i64::MAX, |cursor| cursor.rowid),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |row| {
+                        let created_at: UnixMillis = row.get(5)?;
+                        let id: String = row.get(1)?;
+                        Ok(EventSummary {
+                            event_id: EventId::from(id.clone()),
+                            event_type: row.get(2)?,
+                            project_id: row.get(3)?,
+                            timestamp: row.get(4)?,
+                            accepted_at: created_at,
+                            position: EventCursor {
+                                created_at,
+                                id: Some(EventId::from(id)),
+                                rowid: row.get(0)?,
+                            },
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
         })
         .await
     }
