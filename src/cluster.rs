@@ -2,7 +2,8 @@
 //! address, version, attempts running, its share of the caps, the plugins it serves) every
 //! heartbeat, and from the live nodes and its rank among them takes its share of each
 //! destination's cap; the shares add up to the cap. With SQLite it is the only live node;
-//! with PostgreSQL every process on the same database is listed and counted.
+//! with PostgreSQL every process on the same database is listed and counted. Each heartbeat
+//! also takes up the destinations operators have paused or resumed through other nodes.
 
 use crate::deliver::Engine;
 use crate::domain::{NodeId, UnixMillis, now_millis};
@@ -75,6 +76,7 @@ impl Node {
             .heartbeat_node(record, Self::alive_within_ms(self.heartbeat))
             .await?;
         self.engine.set_live_nodes(alive);
+        self.engine.sync_operator_pauses().await?;
         Ok(alive)
     }
 

@@ -1,8 +1,8 @@
 //! The destination circuit breaker against a receiver that fails and then recovers: after a
 //! run of failures the destination is paused, its deliveries wait without spending attempts,
 //! a failed probe doubles the pause, a good one resumes it, and every delivery arrives; the
-//! pause and the resume are announced to the notification URL. An operator's pause holds
-//! until resumed.
+//! pause and the resume are announced to the notification URL. An operator's pause holds,
+//! across a restart, until resumed.
 
 mod common;
 
@@ -134,10 +134,10 @@ async fn a_failing_destination_is_paused_probed_and_resumed_without_burning_retr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operators_pause_holds_deliveries_until_resumed() {
-    let app = spawn_app().await;
+    let mut before_restart = spawn_app().await;
     let receiver = Receiver::start().await;
     let destination = destination_of(&receiver);
-    let (status, paused) = app
+    let (status, paused) = before_restart
         .post(
             &format!("/api/v1/destinations/{destination}/pause"),
             &json!({}),
@@ -145,7 +145,7 @@ async fn an_operators_pause_holds_deliveries_until_resumed() {
         .await;
     assert_eq!(status, 200, "{paused}");
     assert_eq!(paused["changed"], true);
-    let accepted = app
+    let accepted = before_restart
         .ingest(event_to(
             "parse.success",
             json!({"webhook_url": receiver.url("/held")}),
@@ -154,7 +154,7 @@ async fn an_operators_pause_holds_deliveries_until_resumed() {
     let id = delivery_id(&accepted, 0);
     let deadline = std::time::Instant::now() + WAIT;
     let held = loop {
-        let delivery = app.delivery(&id).await;
+        let delivery = before_restart.delivery(&id).await;
         if delivery["last_error"]
             .as_str()
             .is_some_and(|error| error.starts_with("destination paused"))
@@ -166,13 +166,23 @@ async fn an_operators_pause_holds_deliveries_until_resumed() {
     };
     assert_eq!(held["status"], "queued", "{held:#}");
     assert_eq!(held["attempt_count"], 0, "no attempt spent: {held:#}");
-    let row = destination_row(&app, &destination).await;
+    let row = destination_row(&before_restart, &destination).await;
     assert_eq!(
         (&row["state"], &row["paused_by"], &row["paused_until"]),
         (&json!("paused"), &json!("operator"), &Value::Null),
         "{row}"
     );
-    assert_eq!(receiver.count(), 0);
+
+    // Kept across a restart: the pause is in the store. The first app, stopped, is kept
+    // alive: it owns the temporary data folder.
+    before_restart.stop().await;
+    let mut config = test_config(&before_restart.data_dir);
+    config.store = before_restart.store.clone();
+    let app = start(config).await;
+    let row = destination_row(&app, &destination).await;
+    assert_eq!(row["paused_by"], "operator", "{row}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.count(), 0, "held before and after the restart");
 
     let (status, resumed) = app
         .post(

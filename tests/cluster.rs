@@ -649,3 +649,80 @@ async fn wait_until(done: impl Fn() -> bool, what: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_pause_through_one_node_holds_on_every_node() {
+    let cluster = Cluster::new(&[("HOOKGATE_NODE_HEARTBEAT_MS", "200")]).await;
+    let (first, second) = (cluster.launch().await, cluster.launch().await);
+    let receiver = Receiver::start().await;
+    let destination = receiver
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let client = reqwest::Client::new();
+    let call = |node: &Node, action: &str| {
+        client
+            .post(format!(
+                "{}/api/v1/destinations/{destination}/{action}",
+                node.base
+            ))
+            .bearer_auth(API_KEY)
+            .send()
+    };
+    let paused_on = |node: &Node| {
+        let node_base = node.base.clone();
+        let destination = destination.clone();
+        async move {
+            let listing: Value = reqwest::Client::new()
+                .get(format!("{node_base}/api/v1/destinations"))
+                .bearer_auth(API_KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            listing["destinations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|row| row["destination"] == destination && row["state"] == "paused")
+        }
+    };
+    assert_eq!(call(&first, "pause").await.unwrap().status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !paused_on(&second).await {
+        assert!(
+            Instant::now() < deadline,
+            "the other node never took up the pause"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Events through either node wait.
+    for node in [&first, &second] {
+        node.post_batch(&[event_to(
+            "parse.success",
+            json!({"webhook_url": receiver.url("/p")}),
+        )])
+        .await
+        .expect("accepted");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.count(),
+        0,
+        "a paused destination received a request"
+    );
+    // Resumed through the other node: both deliveries go, from whichever node holds them.
+    assert_eq!(call(&second, "resume").await.unwrap().status(), 200);
+    receiver.wait_for(2, Duration::from_secs(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while paused_on(&first).await {
+        assert!(
+            Instant::now() < deadline,
+            "the first node never took up the resume"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

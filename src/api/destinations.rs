@@ -111,25 +111,26 @@ fn destination_key(destination: &str) -> Result<String, ApiError> {
     Ok(destination.to_ascii_lowercase())
 }
 
-/// An operator's pause, until resumed, on the node that answers.
+/// An operator's pause, until resumed, on every node (the others at their next heartbeat).
 pub async fn pause(
     State(state): State<Arc<ApiState>>,
     Path(destination): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let destination = destination_key(&destination)?;
-    let changed = state.ingest.engine.pause_destination(&destination).await;
+    let changed = state.ingest.engine.pause_destination(&destination).await?;
     Ok(Json(
         serde_json::json!({"destination": destination, "paused": true, "changed": changed}),
     ))
 }
 
-/// An operator's resume of any pause, on the node that answers.
+/// An operator's resume of any pause: an operator's pause on every node (the others at
+/// their next heartbeat), a breaker's on the node that answers.
 pub async fn resume(
     State(state): State<Arc<ApiState>>,
     Path(destination): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let destination = destination_key(&destination)?;
-    let changed = state.ingest.engine.resume_destination(&destination).await;
+    let changed = state.ingest.engine.resume_destination(&destination).await?;
     Ok(Json(
         serde_json::json!({"destination": destination, "paused": false, "changed": changed}),
     ))

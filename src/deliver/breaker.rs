@@ -5,9 +5,10 @@
 //! the breaker. An operator may pause a destination until resumed, and resume any pause.
 //!
 //! Only attempts that sent a request count: a plugin's failure says nothing about the
-//! receiver. State is this node's, in memory: on a cluster each node trips on what it sees
-//! (each holds a share of the destination's traffic), and an operator's pause or resume
-//! applies to the node that answered the call.
+//! receiver. A breaker's state is this node's, in memory: on a cluster each node trips on
+//! what it sees (each holds a share of the destination's traffic). An operator's pauses are
+//! kept in the store and taken up by every node at its heartbeat (see
+//! `Engine::sync_operator_pauses`).
 
 use crate::domain::{UnixMillis, now_millis};
 use std::collections::HashMap;
@@ -196,6 +197,36 @@ impl Breakers {
                 .take()
                 .map(|_| Change::Resumed { by_operator: true })
         })
+    }
+
+    /// Bring the operators' pauses in line with `paused` (what the store holds, set through
+    /// any node): returns the destinations newly paused and newly resumed here.
+    pub fn sync_operator_pauses(
+        &self,
+        paused: &std::collections::HashSet<String>,
+    ) -> (Vec<String>, Vec<String>) {
+        let here: Vec<String> = match self.by_destination.lock() {
+            Ok(by_destination) => by_destination
+                .iter()
+                .filter(|(_, breaker)| breaker.open.as_ref().is_some_and(|open| open.by_operator))
+                .map(|(destination, _)| destination.clone())
+                .collect(),
+            Err(_) => return (Vec::new(), Vec::new()),
+        };
+        let resumed: Vec<String> = here
+            .iter()
+            .filter(|destination| !paused.contains(*destination))
+            .cloned()
+            .collect();
+        for destination in &resumed {
+            self.resume(destination);
+        }
+        let newly: Vec<String> = paused
+            .iter()
+            .filter(|destination| self.pause(destination).is_some())
+            .cloned()
+            .collect();
+        (newly, resumed)
     }
 
     /// The destinations paused now.

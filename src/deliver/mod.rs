@@ -34,7 +34,7 @@ use crate::config::Config;
 use crate::domain::{DeliveryId, LeaseToken};
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
-use crate::store::{ClaimedDelivery, Lease, LiveNodes, NewEvent, Store};
+use crate::store::{ClaimedDelivery, Lease, LiveNodes, NewEvent, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -167,27 +167,67 @@ impl Engine {
 
     /// An operator's pause of `destination` (a concurrency key), until resumed; false when
     /// it was paused by an operator already.
-    pub async fn pause_destination(&self, destination: &str) -> bool {
-        match self.context.breakers.pause(destination) {
+    pub async fn pause_destination(&self, destination: &str) -> Result<bool, StoreError> {
+        self.context
+            .store
+            .set_operator_pause(destination, true)
+            .await?;
+        Ok(match self.context.breakers.pause(destination) {
             Some(change) => {
                 pauses::announce(&self.context, destination, change).await;
                 true
             }
             None => false,
-        }
+        })
     }
 
     /// An operator's resume of `destination`'s pause, whoever paused it; false when it was
     /// not paused. Its deliveries go out as they come due again.
-    pub async fn resume_destination(self: &Arc<Self>, destination: &str) -> bool {
-        match self.context.breakers.resume(destination) {
+    pub async fn resume_destination(
+        self: &Arc<Self>,
+        destination: &str,
+    ) -> Result<bool, StoreError> {
+        self.context
+            .store
+            .set_operator_pause(destination, false)
+            .await?;
+        Ok(match self.context.breakers.resume(destination) {
             Some(change) => {
                 pauses::announce(&self.context, destination, change).await;
                 self.committed(Handover::requeued(), &[]);
                 true
             }
             None => false,
+        })
+    }
+
+    /// Take up the operators' pauses the store holds (set through any node, or before a
+    /// restart). The node that took the call announced it; here it is only logged.
+    pub async fn sync_operator_pauses(self: &Arc<Self>) -> Result<(), StoreError> {
+        let paused: std::collections::HashSet<String> = self
+            .context
+            .store
+            .operator_pauses()
+            .await?
+            .into_iter()
+            .collect();
+        let (newly, resumed) = self.context.breakers.sync_operator_pauses(&paused);
+        for destination in &newly {
+            tracing::info!(%destination, "destination paused by an operator (through another node, or before a restart)");
         }
+        for destination in &resumed {
+            tracing::info!(%destination, "destination resumed by an operator through another node");
+            // This node may have handed deliveries back again after the resume and before
+            // it heard of it: they are due now too.
+            self.context
+                .store
+                .wake_paused(destination, pauses::PAUSED_REASON_PREFIX)
+                .await?;
+        }
+        if !resumed.is_empty() {
+            self.committed(Handover::requeued(), &[]);
+        }
+        Ok(())
     }
 
     /// The destinations paused now.

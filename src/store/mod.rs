@@ -560,6 +560,21 @@ impl Store {
         dispatch!(self, s => s.wake_paused(destination.to_owned(), reason_prefix).await)
     }
 
+    /// Record an operator's pause of `destination` (a concurrency key), or its end, for every
+    /// node and across restarts.
+    pub async fn set_operator_pause(
+        &self,
+        destination: &str,
+        paused: bool,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.set_operator_pause(destination.to_owned(), paused).await)
+    }
+
+    /// The destinations an operator has paused.
+    pub async fn operator_pauses(&self) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.operator_pauses().await)
+    }
+
     /// Deliveries queued or in flight, by destination (concurrency key).
     pub async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
         dispatch!(self, s => s.waiting_by_destination().await)

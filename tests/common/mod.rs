@@ -31,6 +31,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub data_dir: PathBuf,
+    /// The store URL it was started with (`None`: SQLite in the data folder), for a restart.
+    pub store: Option<String>,
     _temp: Option<tempfile::TempDir>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -96,6 +98,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 
 pub async fn start(config: Config) -> TestApp {
     let data_dir = config.data_dir.clone();
+    let store = config.store.clone();
     let app = App::build(config).await.expect("app builds");
     let addr = app.local_addr();
     let shutdown = CancellationToken::new();
@@ -104,6 +107,7 @@ pub async fn start(config: Config) -> TestApp {
         addr,
         http: reqwest::Client::new(),
         data_dir,
+        store,
         _temp: None,
         shutdown,
         task: Some(task),

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "previous_secret",
         sql: include_str!("migrations/0006_previous_secret.sql"),
     },
+    Migration {
+        version: 7,
+        name: "destination_pauses",
+        sql: include_str!("migrations/0007_destination_pauses.sql"),
+    },
 ];
 
 /// Taken with `pg_advisory_xact_lock` for the length of a migration run. Any constant will

@@ -296,6 +296,50 @@ impl PgStore {
         Ok(usize::try_from(woken).unwrap_or(usize::MAX))
     }
 
+    /// Record an operator's pause of `destination`, or its end.
+    pub async fn set_operator_pause(
+        &self,
+        destination: String,
+        paused: bool,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        let durable = transaction.prepare_cached(DURABLE_COMMIT).await?;
+        transaction.execute(&durable, &[]).await?;
+        if paused {
+            let pause = transaction
+                .prepare_cached(
+                    "INSERT INTO destination_pauses (destination, paused_at) VALUES ($1, $2) \
+                     ON CONFLICT (destination) DO NOTHING",
+                )
+                .await?;
+            transaction
+                .execute(&pause, &[&destination, &now_millis()])
+                .await?;
+        } else {
+            let resume = transaction
+                .prepare_cached("DELETE FROM destination_pauses WHERE destination = $1")
+                .await?;
+            transaction.execute(&resume, &[&destination]).await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The destinations an operator has paused.
+    pub async fn operator_pauses(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let list = client
+            .prepare_cached("SELECT destination FROM destination_pauses")
+            .await?;
+        Ok(client
+            .query(&list, &[])
+            .await?
+            .iter()
+            .map(|row| row.try_get::<_, String>(0))
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?)
+    }
+
     /// Deliveries queued or in flight, by destination (concurrency key).
     pub async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let client = self.client().await?;

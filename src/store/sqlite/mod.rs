@@ -121,6 +121,11 @@ CREATE TABLE IF NOT EXISTS nodes (
     destination_share INTEGER NOT NULL,
     plugins      TEXT NOT NULL
 );
+-- Destinations an operator paused, until resumed: kept so a restart keeps them paused.
+CREATE TABLE IF NOT EXISTS destination_pauses (
+    destination TEXT PRIMARY KEY,
+    paused_at   INTEGER NOT NULL
+);
 -- Always empty: /readyz writes and deletes a row here to learn whether writing works again
 -- after a write failed (a full disk, an I/O error).
 CREATE TABLE IF NOT EXISTS write_probe (data BLOB NOT NULL);

@@ -447,6 +447,42 @@ impl SqliteStore {
         .await
     }
 
+    /// Record an operator's pause of `destination`, or its end.
+    pub async fn set_operator_pause(
+        &self,
+        destination: String,
+        paused: bool,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            match paused {
+                true => conn.execute(
+                    "INSERT OR IGNORE INTO destination_pauses (destination, paused_at) \
+                     VALUES (?1, ?2)",
+                    params![destination, now_millis()],
+                )?,
+                false => conn.execute(
+                    "DELETE FROM destination_pauses WHERE destination = ?1",
+                    [destination],
+                )?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    /// The destinations an operator has paused.
+    pub async fn operator_pauses(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|conn| {
+            let mut statement =
+                conn.prepare_cached("SELECT destination FROM destination_pauses")?;
+            let rows = statement
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     /// Deliveries queued or in flight, by destination (concurrency key).
     pub async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.read(|conn| {
