@@ -200,8 +200,14 @@ async fn an_operators_pause_holds_deliveries_until_resumed() {
         .wait_for_status(&id, "succeeded", Duration::from_secs(5))
         .await;
     assert_eq!(delivered["attempt_count"], 1);
-    let (status, _) = app
-        .post("/api/v1/destinations/a%2Fb/pause", &json!({}))
-        .await;
-    assert_eq!(status, 422);
+    for junk in ["a%2Fb", "%00x", &"a".repeat(300)] {
+        let (status, body) = app
+            .post(&format!("/api/v1/destinations/{junk}/pause"), &json!({}))
+            .await;
+        assert_eq!(status, 422, "{junk}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().starts_with("destination:"),
+            "{body}"
+        );
+    }
 }

@@ -13,6 +13,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The longest destination name a pause accepts: a DNS name and a port.
+const MAX_DESTINATION_BYTES: usize = 260;
+
 /// Failures in a row from which a destination is shown as failing.
 const FAILING_AFTER: u32 = 3;
 
@@ -101,9 +104,13 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json:
     Ok(Json(serde_json::json!({ "destinations": views })))
 }
 
-/// The destination named in a path, as the engine keys it (lower case).
+/// The destination named in a path, as the engine keys it (lower case). Anything but a
+/// host with an optional port is refused: the name is stored and shown to every node.
 fn destination_key(destination: &str) -> Result<String, ApiError> {
-    if destination.is_empty() || destination.contains(['/', '?', '#', '@', ' ']) {
+    if destination.len() > MAX_DESTINATION_BYTES
+        || destination.chars().any(char::is_control)
+        || host_filter(destination).is_none()
+    {
         return Err(ApiError::unprocessable(format!(
             "destination: {destination:?} is not a host or host:port as GET /api/v1/destinations lists them"
         )));
