@@ -576,10 +576,11 @@ impl Config {
                 )));
             }
             if let Some(rate) = destination.rate_per_second
-                && !(rate.is_finite() && rate > 0.0)
+                && !(rate.is_finite() && rate >= crate::deliver::rate::MIN_RATE_PER_SECOND)
             {
                 return Err(ConfigError::Invalid(format!(
-                    "destinations.{host:?}.rate_per_second: must be a positive number"
+                    "destinations.{host:?}.rate_per_second: must be at least {}",
+                    crate::deliver::rate::MIN_RATE_PER_SECOND
                 )));
             }
         }

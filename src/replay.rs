@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Deliveries queued per durable write.
-const PAGE: usize = 500;
+const DELIVERIES_PER_WRITE: usize = 500;
 /// How often a job waiting for the queue to drain looks again.
 const DRAIN_POLL: Duration = Duration::from_millis(200);
 /// Finished jobs kept for reading; the oldest are forgotten past this.
@@ -91,8 +91,17 @@ impl Replays {
         })
     }
 
-    /// Start a job in the background; returns it as it starts.
-    pub fn start(self: &Arc<Self>, request: ReplayRequest) -> ReplayJob {
+    /// Start a job in the background; returns it as it starts, or the id of the job still
+    /// running: one runs at a time, so two cannot both fill the queue up to its ceiling or queue a
+    /// delivery twice.
+    pub fn start(self: &Arc<Self>, request: ReplayRequest) -> Result<ReplayJob, String> {
+        if let Some(running) = self.jobs.lock().ok().and_then(|jobs| {
+            jobs.values()
+                .find(|job| job.finished_at.is_none())
+                .map(|job| job.id.clone())
+        }) {
+            return Err(running);
+        }
         // Time-ordered ids, so the listing's order is the jobs' order.
         let id = uuid::Uuid::now_v7().to_string();
         let job = ReplayJob {
@@ -137,7 +146,7 @@ impl Replays {
                 }
             });
         });
-        job
+        Ok(job)
     }
 
     pub fn job(&self, id: &str) -> Option<ReplayJob> {
@@ -187,7 +196,12 @@ impl Replays {
             }
             let page = self
                 .store
-                .search_deliveries(&request.filter, PAGE.min(room), cursor, self.scan_rows)
+                .search_deliveries(
+                    &request.filter,
+                    DELIVERIES_PER_WRITE.min(room),
+                    cursor,
+                    self.scan_rows,
+                )
                 .await?;
             let ids: Vec<_> = page.items.into_iter().map(|view| view.id).collect();
             matched += ids.len();

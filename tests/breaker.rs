@@ -181,7 +181,27 @@ async fn an_operators_pause_holds_deliveries_until_resumed() {
     let app = start(config).await;
     let row = destination_row(&app, &destination).await;
     assert_eq!(row["paused_by"], "operator", "{row}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A new event after the restart is held too.
+    let after = app
+        .ingest(event_to(
+            "parse.success",
+            json!({"webhook_url": receiver.url("/after")}),
+        ))
+        .await;
+    let after_id = delivery_id(&after, 0);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let delivery = app.delivery(&after_id).await;
+        if delivery["last_error"]
+            .as_str()
+            .is_some_and(|error| error.starts_with("destination paused"))
+        {
+            assert_eq!(delivery["attempt_count"], 0, "{delivery:#}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{delivery:#}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(receiver.count(), 0, "held before and after the restart");
 
     let (status, resumed) = app
@@ -196,10 +216,12 @@ async fn an_operators_pause_holds_deliveries_until_resumed() {
         "{resumed}"
     );
     // Sent at once, not after the minute a held delivery waits before it looks again.
-    let delivered = app
-        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
-        .await;
-    assert_eq!(delivered["attempt_count"], 1);
+    for held in [&id, &after_id] {
+        let delivered = app
+            .wait_for_status(held, "succeeded", Duration::from_secs(5))
+            .await;
+        assert_eq!(delivered["attempt_count"], 1);
+    }
     for junk in ["a%2Fb", "%00x", &"a".repeat(300)] {
         let (status, body) = app
             .post(&format!("/api/v1/destinations/{junk}/pause"), &json!({}))

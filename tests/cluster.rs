@@ -699,16 +699,33 @@ async fn an_operators_pause_through_one_node_holds_on_every_node() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Events through either node wait.
+    // Events through either node wait, handed back with no attempt spent.
     for node in [&first, &second] {
-        node.post_batch(&[event_to(
-            "parse.success",
-            json!({"webhook_url": receiver.url("/p")}),
-        )])
-        .await
-        .expect("accepted");
+        let (_, accepted) = node
+            .post_batch(&[event_to(
+                "parse.success",
+                json!({"webhook_url": receiver.url("/p")}),
+            )])
+            .await
+            .expect("accepted");
+        let id = accepted["events"][0]["deliveries"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let delivery = node.get(&format!("/api/v1/deliveries/{id}")).await;
+            if delivery["last_error"]
+                .as_str()
+                .is_some_and(|error| error.starts_with("destination paused"))
+            {
+                assert_eq!(delivery["attempt_count"], 0, "{delivery:#}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "never held: {delivery:#}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         receiver.count(),
         0,

@@ -121,6 +121,16 @@ async fn failing_delivery_logged(format: Option<&str>) -> Logged {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    // The dead letter's line is written once its attempt is recorded, which the API may show
+    // a moment before: wait for the line before stopping the gateway.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("dead letter")
+    {
+        assert!(std::time::Instant::now() < deadline, "no dead-letter line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(child);
     let host = broken_url
         .trim_start_matches("http://")

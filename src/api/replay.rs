@@ -73,12 +73,23 @@ pub async fn start(
         )));
     }
     let described = serde_json::to_value(&body).unwrap_or_default();
-    let job = state.replays.start(ReplayRequest {
-        filter,
-        described,
-        max_deliveries,
-        dry_run: body.dry_run,
-    });
+    let job = state
+        .replays
+        .start(ReplayRequest {
+            filter,
+            described,
+            max_deliveries,
+            dry_run: body.dry_run,
+        })
+        .map_err(|running| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "a replay is running ({}); read its progress at GET /api/v1/deliveries/redeliver/{} and start this one when it ends",
+                    running, running
+                ),
+            )
+        })?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 

@@ -25,6 +25,17 @@ pub async fn attempts(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(query) = query.map_err(query_error)?;
     let filter = query.filter()?;
+    let paging = [
+        ("limit", query.limit.is_some()),
+        ("page_token", query.page_token.is_some()),
+    ];
+    for (name, given) in paging {
+        if given {
+            return Err(ApiError::unprocessable(format!(
+                "{name}: the stream is not paged; it sends attempts as they finish"
+            )));
+        }
+    }
     for (name, given) in [
         ("since", filter.created_from),
         ("until", filter.created_before),
@@ -69,8 +80,6 @@ pub async fn attempts(
             }
         }
     });
-    // Ends at shutdown, so an open stream does not hold the server's graceful drain.
-    let events = events.take_until(state.stopping.clone().cancelled_owned());
     // Ends at shutdown, so an open stream does not hold the server's graceful drain.
     let events = events.take_until(state.stopping.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

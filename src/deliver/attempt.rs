@@ -8,6 +8,7 @@ use super::breaker::Admission;
 use super::client::SendError;
 use super::feed::FinishedAttempt;
 use super::pauses::{self, PAUSED_REASON_PREFIX};
+use super::rate::{MAX_TURN_WAIT, Turn};
 use super::request;
 use super::retry::{AttemptResult, RetryAction, RetryPolicy, parse_retry_after};
 use crate::domain::{
@@ -47,24 +48,61 @@ pub async fn run(context: &DeliveryContext, delivery: ClaimedDelivery, sent: imp
                 "{PAUSED_REASON_PREFIX}: {destination} is paused (its attempts kept failing, or an operator paused it); waiting without spending an attempt"
             );
             hand_back(context, &delivery, spread(until), reason).await;
+            // Resumed meanwhile (the probe succeeded, or an operator): the resume's wake-up
+            // may have run before this hand-back was written.
+            if !context.breakers.is_paused(&destination)
+                && let Err(error) = context
+                    .store
+                    .wake_paused(&destination, PAUSED_REASON_PREFIX)
+                    .await
+            {
+                tracing::warn!(%destination, %error, "waking deliveries held by a pause failed; they go when they come due");
+            }
             return;
         }
     };
     // A rate-limited host's turn comes first; the wait is not part of the attempt.
-    context.rates.wait_turn(&delivery.destination.url).await;
+    match context
+        .rates
+        .take_turn(&delivery.destination.url, MAX_TURN_WAIT)
+    {
+        Turn::After(wait) => tokio::time::sleep(wait).await,
+        Turn::Later(wait) => {
+            if probe {
+                context.breakers.abandon_probe(&destination);
+            }
+            sent();
+            let due_at = now_millis().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(0));
+            let reason = format!(
+                "rate limited: {destination}'s next turn is in {} ms; waiting without spending an attempt",
+                wait.as_millis()
+            );
+            hand_back(context, &delivery, spread(due_at), reason).await;
+            return;
+        }
+    }
     let started_at = now_millis();
     let clock = Instant::now();
     let policy = RetryPolicy::new(&context.config.retry, &delivery.destination.retry);
     let ended = send_once(context, &delivery, &policy).await;
     let duration = clock.elapsed();
     sent();
-    // Only a request that left says anything about the receiver.
-    let change = match ended.exchange.is_some() && !ended.skipped {
-        true => {
-            let answered_2xx = matches!(ended.response_status, Some(200..=299));
-            context.breakers.finish(&destination, answered_2xx, probe)
-        }
-        false => {
+    // Only a request that left says anything about the receiver, and of its answers only a
+    // 2xx (well) or a 5xx, 429, timeout or refused connection (unwell): another 4xx is one
+    // tenant's URL or credentials, on a host other tenants share.
+    let health = match (
+        ended.exchange.is_some() && !ended.skipped,
+        ended.response_status,
+    ) {
+        (false, _) => None,
+        (true, Some(200..=299)) => Some(true),
+        (true, Some(status)) if status >= 500 || status == 429 => Some(false),
+        (true, Some(_)) => None,
+        (true, None) => Some(false),
+    };
+    let change = match health {
+        Some(well) => context.breakers.finish(&destination, well, probe),
+        None => {
             if probe {
                 context.breakers.abandon_probe(&destination);
             }
@@ -258,6 +296,10 @@ async fn send_once(
     );
     let request = RecordedRequest::of(&outgoing, context.config.delivery.response_body_bytes);
     let sent = context.client.send(outgoing, policy.request_timeout).await;
+    let nothing_left = matches!(
+        sent,
+        Err(SendError::EgressDenied(_) | SendError::Invalid(_))
+    );
     let mut ended = match sent {
         Ok(response) => {
             let retry_after = response
@@ -286,14 +328,14 @@ async fn send_once(
         }
         Err(error) => failed(AttemptResult::Error, error.to_string()),
     };
-    // Recorded whether or not the receiver answered: a timeout's request was sent too.
-    ended.exchange.get_or_insert_with(Exchange::default).request = request;
+    // Recorded whether or not the receiver answered (a timeout's request was sent too), but
+    // not when the request never left: refused by the egress guard, or not a valid request.
+    if !nothing_left {
+        ended.exchange.get_or_insert_with(Exchange::default).request = request;
+    }
     ended
 }
 
-/// One line per finished attempt: a failure is a WARN an operator sees at the default level,
-/// with what to look up and when the next try is; a success or skip only at debug. The host
-/// alone is logged, never the URL: paths and queries carry tokens.
 /// A time past `until` by up to half the wait again, so the deliveries a pause held back do
 /// not all come due, and through claims, at the moment it ends.
 fn spread(until: UnixMillis) -> UnixMillis {
@@ -327,6 +369,9 @@ struct Logged<'a> {
     duration: std::time::Duration,
 }
 
+/// One line per finished attempt: a failure is a WARN an operator sees at the default level,
+/// with what to look up and when the next try is; a success or skip only at debug. The host
+/// alone is logged, never the URL: paths and queries carry tokens.
 fn log_attempt(delivery: &ClaimedDelivery, logged: &Logged<'_>, outcome: &AttemptOutcome) {
     let duration_ms = logged.duration.as_millis() as u64;
     let (host, number, status, error) = (

@@ -71,8 +71,12 @@ struct Open {
     probe_running: bool,
 }
 
-/// How long a delivery of an operator's pause waits before it looks again.
-const OPERATOR_PAUSE_RECHECK: Duration = Duration::from_secs(60);
+/// Destinations whose breaker state is kept.
+const MAX_DESTINATIONS: usize = 10_000;
+
+/// How long a delivery of an operator's pause waits before it looks again. The resume wakes
+/// what the pause held, so this only bounds a wake-up that was missed.
+const OPERATOR_PAUSE_RECHECK: Duration = Duration::from_secs(3600);
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -91,7 +95,23 @@ impl Breakers {
             Ok(by_destination) => by_destination,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let breaker = by_destination.entry(destination.to_owned()).or_default();
+        if !by_destination.contains_key(destination) {
+            // Bounded: past the cap, a closed breaker's count of failures is forgotten first.
+            if by_destination.len() >= MAX_DESTINATIONS {
+                let closed = by_destination
+                    .iter()
+                    .find(|(_, breaker)| breaker.open.is_none())
+                    .map(|(key, _)| key.clone());
+                if let Some(closed) = closed {
+                    by_destination.remove(&closed);
+                }
+            }
+            by_destination.insert(destination.to_owned(), Breaker::default());
+        }
+        let Some(breaker) = by_destination.get_mut(destination) else {
+            // Inserted just above, under the same lock.
+            return change(&mut Breaker::default());
+        };
         let answer = change(breaker);
         // A closed breaker with no failures holds nothing worth keeping.
         if breaker.open.is_none() && breaker.failures_in_a_row == 0 {
@@ -101,6 +121,14 @@ impl Breakers {
     }
 
     pub fn admit(&self, destination: &str) -> Admission {
+        // Every attempt asks: a destination with no breaker state answers without an entry.
+        let known = self
+            .by_destination
+            .lock()
+            .is_ok_and(|by_destination| by_destination.contains_key(destination));
+        if !known {
+            return Admission::Run { probe: false };
+        }
         let now = now_millis();
         self.with(destination, |breaker| match &mut breaker.open {
             None => Admission::Run { probe: false },
@@ -120,7 +148,16 @@ impl Breakers {
         })
     }
 
-    /// Record how a sent attempt ended.
+    /// Whether `destination` is paused now (its probe's turn may have come).
+    pub fn is_paused(&self, destination: &str) -> bool {
+        self.by_destination.lock().is_ok_and(|by_destination| {
+            by_destination
+                .get(destination)
+                .is_some_and(|breaker| breaker.open.is_some())
+        })
+    }
+
+    /// Record how a sent attempt ended: `succeeded` when the receiver was well.
     pub fn finish(&self, destination: &str, succeeded: bool, probe: bool) -> Option<Change> {
         let policy = self.policy;
         self.with(destination, |breaker| {

@@ -82,6 +82,9 @@ pub struct Engine {
     /// nothing to those destinations then, so new events do not overtake older ones or
     /// retries.
     due: due::DueWork,
+    /// Held across an operator's pause or resume (store, then memory) and across the
+    /// heartbeat's sync (read, then apply), so neither undoes the other half-done.
+    operator_pauses: tokio::sync::Mutex<()>,
 }
 
 /// The right to run one delivery now: a global permit and one of its destination's slots.
@@ -152,6 +155,7 @@ impl Engine {
             leases: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             due: due::DueWork::new(),
+            operator_pauses: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -168,6 +172,7 @@ impl Engine {
     /// An operator's pause of `destination` (a concurrency key), until resumed; false when
     /// it was paused by an operator already.
     pub async fn pause_destination(&self, destination: &str) -> Result<bool, StoreError> {
+        let _turn = self.operator_pauses.lock().await;
         self.context
             .store
             .set_operator_pause(destination, true)
@@ -187,6 +192,7 @@ impl Engine {
         self: &Arc<Self>,
         destination: &str,
     ) -> Result<bool, StoreError> {
+        let _turn = self.operator_pauses.lock().await;
         self.context
             .store
             .set_operator_pause(destination, false)
@@ -204,6 +210,7 @@ impl Engine {
     /// Take up the operators' pauses the store holds (set through any node, or before a
     /// restart). The node that took the call announced it; here it is only logged.
     pub async fn sync_operator_pauses(self: &Arc<Self>) -> Result<(), StoreError> {
+        let _turn = self.operator_pauses.lock().await;
         let paused: std::collections::HashSet<String> = self
             .context
             .store
@@ -219,10 +226,14 @@ impl Engine {
             tracing::info!(%destination, "destination resumed by an operator through another node");
             // This node may have handed deliveries back again after the resume and before
             // it heard of it: they are due now too.
-            self.context
+            if let Err(error) = self
+                .context
                 .store
                 .wake_paused(destination, pauses::PAUSED_REASON_PREFIX)
-                .await?;
+                .await
+            {
+                tracing::warn!(%destination, %error, "waking deliveries held by a pause failed; they go when they come due");
+            }
         }
         if !resumed.is_empty() {
             self.committed(Handover::requeued(), &[]);

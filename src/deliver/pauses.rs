@@ -63,6 +63,11 @@ pub async fn announce(context: &DeliveryContext, destination: &str, change: Chan
     let Some(url) = &context.config.delivery.notify_url else {
         return;
     };
+    if crate::domain::concurrency_key(url) == destination {
+        // It would only wait behind the pause it announces.
+        tracing::warn!(%destination, "not notifying: delivery.notify_url is on the paused destination");
+        return;
+    }
     let event_id = EventId::generate();
     let timestamp = now_millis() as f64 / 1000.0;
     let payload = serde_json::json!({

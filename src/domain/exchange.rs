@@ -4,7 +4,8 @@
 //! Records are shown to anyone with an API key and kept for the retention period, so what
 //! could let someone else send as the destination is masked: URL credentials, and the values
 //! of headers whose names say they carry credentials (`Authorization`, `Cookie`, anything
-//! with `token`, `secret`, `password`, `api-key` or `apikey` in its name). Signatures stay:
+//! with `auth`, `token`, `secret`, `password`, `key`, `credential` or `session` in its name).
+//! Signatures stay:
 //! they are derived from the body and a timestamp, prove nothing on another body, and are
 //! what a receiver's operator needs to check theirs.
 
@@ -52,14 +53,21 @@ impl RecordedRequest {
 /// keeping an authorization scheme (`Bearer ***`) so the record still says which was used.
 pub fn shown_value(name: &str, value: &str) -> String {
     let lower = name.to_ascii_lowercase();
-    let secret = matches!(
-        lower.as_str(),
-        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || [
-        "token", "secret", "password", "api-key", "apikey", "api_key",
-    ]
-    .iter()
-    .any(|part| lower.contains(part));
+    // The gateway's own signature and identity headers are derived, not credentials.
+    let gateway_owned = lower == "lc-signature" || lower.starts_with("webhook-");
+    let secret = !gateway_owned
+        && (matches!(lower.as_str(), "cookie" | "set-cookie")
+            || [
+                "auth",
+                "token",
+                "secret",
+                "password",
+                "key",
+                "credential",
+                "session",
+            ]
+            .iter()
+            .any(|part| lower.contains(part)));
     if !secret {
         return clip_text(value, MAX_RECORDED_HEADER_VALUE_BYTES);
     }
@@ -79,6 +87,9 @@ mod tests {
         assert_eq!(shown_value("authorization", "abc"), "***");
         assert_eq!(shown_value("X-Api-Key", "abc"), "***");
         assert_eq!(shown_value("X-Auth-Token", "abc"), "***");
+        assert_eq!(shown_value("X-Access-Key", "abc"), "***");
+        assert_eq!(shown_value("X-Credential", "abc"), "***");
+        assert_eq!(shown_value("X-Tenant", "acme"), "acme");
         assert_eq!(shown_value("Cookie", "a=b"), "***");
         assert_eq!(shown_value("LC-Signature", "sha256=ab"), "sha256=ab");
         assert_eq!(shown_value("webhook-signature", "v1,x"), "v1,x");

@@ -207,15 +207,25 @@ pub struct Attempt {
 }
 
 impl Exchange {
-    /// As stored: JSON text.
-    pub fn to_stored(&self) -> String {
-        // Strings and lists of strings always serialise.
-        serde_json::to_string(self).unwrap_or_default()
+    /// As stored: JSON text, with the number of the attempt it belongs to. The number is what
+    /// tells a record apart from a stale one: a node of an older build finishing the next
+    /// attempt leaves the row's record as it was.
+    pub fn to_stored(&self, attempt: u32) -> String {
+        let mut stored = serde_json::to_value(self).unwrap_or_default();
+        if let Some(fields) = stored.as_object_mut() {
+            fields.insert("attempt".to_owned(), attempt.into());
+        }
+        stored.to_string()
     }
 
-    /// From its stored text; a record that does not parse is shown without it.
-    pub fn from_stored(text: Option<&str>) -> Option<Exchange> {
-        text.and_then(|text| serde_json::from_str(text).ok())
+    /// From its stored text, if it belongs to attempt `attempt`; a record that does not parse
+    /// or belongs to another attempt is shown as none.
+    pub fn from_stored(text: Option<&str>, attempt: u32) -> Option<Exchange> {
+        let stored: serde_json::Value = serde_json::from_str(text?).ok()?;
+        if stored.get("attempt").and_then(serde_json::Value::as_u64) != Some(u64::from(attempt)) {
+            return None;
+        }
+        serde_json::from_value(stored).ok()
     }
 }
 

@@ -10,9 +10,7 @@
 
 use super::group::GroupWrite;
 use super::{PgStore, RELAXED_COMMIT, count_to_store, parse_id};
-use crate::domain::{
-    Attempt, DeliveryId, DeliveryStatus, Exchange, LeaseToken, UnixMillis, now_millis,
-};
+use crate::domain::{Attempt, DeliveryId, DeliveryStatus, LeaseToken, UnixMillis, now_millis};
 use crate::store::{AttemptOutcome, StoreError};
 use deadpool_postgres::Pool;
 use std::collections::HashSet;
@@ -96,7 +94,10 @@ impl PgStore {
             lease_token,
             status,
             due_at,
-            exchange: attempt.exchange.as_ref().map(Exchange::to_stored),
+            exchange: attempt
+                .exchange
+                .as_ref()
+                .map(|exchange| exchange.to_stored(attempt.number)),
             attempt,
         };
         self.inner.finishes.submit(row).await

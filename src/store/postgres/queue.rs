@@ -184,7 +184,10 @@ impl PgStore {
                         .and_then(|status| u16::try_from(status).ok()),
                     error: row.try_get(4)?,
                     response_body: row.try_get(5)?,
-                    exchange: Exchange::from_stored(row.try_get::<_, Option<&str>>(6)?),
+                    exchange: Exchange::from_stored(
+                        row.try_get::<_, Option<&str>>(6)?,
+                        stored_count(row.try_get(0)?),
+                    ),
                 })
             })
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;

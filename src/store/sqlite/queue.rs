@@ -123,7 +123,10 @@ impl SqliteStore {
                     attempt.response_status,
                     attempt.response_body,
                     held.seq,
-                    attempt.exchange.as_ref().map(Exchange::to_stored),
+                    attempt
+                        .exchange
+                        .as_ref()
+                        .map(|exchange| exchange.to_stored(attempt.number)),
                 ])?;
                 Ok(Some(held.seq))
             })
@@ -324,7 +327,10 @@ impl SqliteStore {
                         response_status: row.get(3)?,
                         error: row.get(4)?,
                         response_body: row.get(5)?,
-                        exchange: Exchange::from_stored(row.get::<_, Option<String>>(6)?.as_deref()),
+                        exchange: Exchange::from_stored(
+                            row.get::<_, Option<String>>(6)?.as_deref(),
+                            row.get(0)?,
+                        ),
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
