@@ -13,14 +13,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn destination_of(receiver: &Receiver) -> String {
-    receiver
-        .url("/")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned()
-}
-
 async fn destination_row(app: &TestApp, destination: &str) -> Value {
     let (status, listing) = app.get("/api/v1/destinations").await;
     assert_eq!(status, 200, "{listing}");
@@ -49,7 +41,7 @@ async fn a_failing_destination_is_paused_probed_and_resumed_without_burning_retr
     })
     .await;
     let receiver = Receiver::start().await;
-    let destination = destination_of(&receiver);
+    let destination = receiver.host();
     // Three failures open the breaker; the first probe fails too; then it recovers.
     receiver.script((0..4).map(|_| Answer::status(500)));
     let events: Vec<Value> = (0..5)
@@ -136,7 +128,7 @@ async fn a_failing_destination_is_paused_probed_and_resumed_without_burning_retr
 async fn an_operators_pause_holds_deliveries_until_resumed() {
     let mut before_restart = spawn_app().await;
     let receiver = Receiver::start().await;
-    let destination = destination_of(&receiver);
+    let destination = receiver.host();
     let (status, paused) = before_restart
         .post(
             &format!("/api/v1/destinations/{destination}/pause"),

@@ -11,14 +11,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn destination_of(receiver: &Receiver) -> String {
-    receiver
-        .url("/")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned()
-}
-
 fn row<'a>(listing: &'a Value, destination: &str) -> &'a Value {
     listing["destinations"]
         .as_array()
@@ -83,10 +75,10 @@ async fn destinations_show_their_health_and_what_waits_for_them() {
     let first = &listing["destinations"][0];
     assert_eq!(
         first["destination"],
-        destination_of(&failing),
+        failing.host(),
         "failing first: {listing:#}"
     );
-    let failing_row = row(&listing, &destination_of(&failing));
+    let failing_row = row(&listing, &failing.host());
     assert_eq!(failing_row["state"], "failing");
     assert_eq!(failing_row["health"]["failures_in_a_row"], 4);
     assert_eq!(failing_row["health"]["attempts"], 4);
@@ -95,7 +87,7 @@ async fn destinations_show_their_health_and_what_waits_for_them() {
     assert_eq!(failing_row["health"]["last_success_at"], Value::Null);
     assert_eq!(failing_row["waiting"], 0);
 
-    let healthy_row = row(&listing, &destination_of(&healthy));
+    let healthy_row = row(&listing, &healthy.host());
     assert_eq!(healthy_row["state"], "healthy");
     assert_eq!(healthy_row["health"]["attempts"], 5);
     assert_eq!(healthy_row["health"]["success_rate"], 1.0);
@@ -110,7 +102,7 @@ async fn destinations_show_their_health_and_what_waits_for_them() {
     );
     assert_eq!(healthy_row["rate_per_second"], Value::Null);
 
-    let backlog_row = row(&listing, &destination_of(&backlogged));
+    let backlog_row = row(&listing, &backlogged.host());
     assert_eq!(backlog_row["waiting"], 3, "{backlog_row}");
     assert_eq!(backlog_row["in_flight"], 0, "{backlog_row}");
     assert_eq!(backlog_row["health"]["failures_in_a_row"], 3);
@@ -121,7 +113,7 @@ async fn a_rate_limit_holds_within_ten_percent() {
     const RATE: f64 = 20.0;
     const EVENTS: usize = 41;
     let receiver = Receiver::start().await;
-    let destination = destination_of(&receiver);
+    let destination = receiver.host();
     let limited = destination.clone();
     let app = spawn_app_with(move |config| {
         config.destinations.insert(

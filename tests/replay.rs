@@ -12,14 +12,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn host_of(receiver: &Receiver) -> String {
-    receiver
-        .url("/")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned()
-}
-
 /// Every delivery id a search finds, over all its pages.
 async fn search(app: &TestApp, query: &str) -> Vec<String> {
     let mut ids = Vec::new();
@@ -104,7 +96,7 @@ async fn a_replay_queues_exactly_the_failed_deliveries_of_one_host() {
     let to_replay = send(&app, &recovering, 1_000).await;
     let left_failed = send(&app, &still_down, 300).await;
     let succeeded = send(&app, &healthy, 500).await;
-    let recovering_host = host_of(&recovering);
+    let recovering_host = recovering.host();
     wait_until_found(&app, "status=failed", 1_300).await;
     wait_until_found(&app, "status=succeeded", 500).await;
 

@@ -13,14 +13,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn host_of(url: &str) -> String {
-    url.trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 /// The next `attempt` event on an open stream, as JSON.
 async fn next_attempt(stream: &mut reqwest::Response, buffer: &mut String) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -54,7 +46,7 @@ async fn the_stream_sends_finished_attempts_that_match_its_filters() {
         .http
         .get(app.url(&format!(
             "/api/v1/stream?host={}&outcome=succeeded",
-            host_of(&watched.url("/"))
+            watched.host()
         )))
         .bearer_auth(API_KEY)
         .send()

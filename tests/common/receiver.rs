@@ -120,6 +120,12 @@ impl Receiver {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `host:port` as the gateway names this receiver's destination (logs, metrics, the
+    /// `host` filter, `GET /api/v1/destinations`).
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
     /// Answer the next requests with these, in order; then the fallback.
     pub fn script(&self, answers: impl IntoIterator<Item = Answer>) {
         self.shared.script.lock().unwrap().extend(answers);
