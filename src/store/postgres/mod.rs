@@ -22,6 +22,7 @@
 mod claim;
 mod cluster;
 mod configs;
+mod destinations;
 mod enqueue;
 mod finish;
 mod group;

@@ -17,6 +17,7 @@
 
 mod claim;
 mod configs;
+mod destinations;
 mod leases;
 mod nodes;
 mod queue;
