@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::binary::{free_port, wait_ready};
+use common::binary::{Killed, free_port, wait_ready};
 use common::receiver::Answer;
 use common::*;
 use serde_json::{Value, json};
@@ -143,16 +143,6 @@ async fn failing_delivery_logged(format: Option<&str>) -> Logged {
         event_id: accepted["event_id"].as_str().unwrap().to_owned(),
         delivery_id: failing_id,
         host,
-    }
-}
-
-/// A child process killed when dropped, so a failed assertion leaves nothing running.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::binary::Killed;
 use common::receiver::Answer;
 use common::*;
 use serde_json::{Value, json};
@@ -117,16 +118,6 @@ async fn the_stream_sends_finished_attempts_that_match_its_filters() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
-}
-
-/// A child process killed when dropped, so a failed assertion leaves nothing running.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn hookgate(app: &TestApp) -> Command {

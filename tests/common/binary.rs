@@ -1,5 +1,5 @@
-//! The real `hookgate` binary as a child process: a free port to give it, and waiting until
-//! it answers `/readyz`.
+//! The real `hookgate` binary as a child process: a free port to give it, waiting until it
+//! answers `/readyz`, and a guard that kills it when a test ends early.
 
 use std::time::{Duration, Instant};
 
@@ -23,5 +23,15 @@ pub async fn wait_ready(base: &str) {
         }
         assert!(Instant::now() < deadline, "{base} did not come up");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A child process killed when dropped, so a failed assertion leaves nothing running.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
