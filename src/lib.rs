@@ -3,7 +3,8 @@
 //! The data flow is the module map: **ingest → route → store → deliver**.
 //!
 //! - [`api`]: the HTTP API (axum). Ingestion, saved webhook configurations, operations,
-//!   health and metrics; the only place errors become HTTP responses.
+//!   health and metrics, and the web console at `/console` (its files embedded); the only
+//!   place errors become HTTP responses.
 //! - [`ingest`]: the ingest use-case: validate events, route them, commit each with its
 //!   deliveries, hand the committed deliveries to the engine. No HTTP types.
 //! - [`routing`]: validates webhook configurations and picks an event's destinations. Pure.

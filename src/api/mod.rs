@@ -2,11 +2,14 @@
 //! errors to `{"detail": ...}` responses. Handlers are thin; the work is in plain functions
 //! (`Ingest::accept`, the store's verbs) that tests and the benchmark can call too.
 
+mod activity;
 mod configs;
+mod console;
 mod destinations;
 mod event_list;
 mod events;
 mod ops;
+mod playground;
 mod replay;
 mod stream;
 
@@ -76,6 +79,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
             post(ops::redeliver),
         )
         .route("/api/v1/plugins", get(ops::plugins))
+        .route(
+            "/api/v1/plugins/preview",
+            post(playground::preview).layer(DefaultBodyLimit::max(limits.max_event_bytes)),
+        )
+        .route("/api/v1/activity", get(activity::activity))
         .route("/api/v1/nodes", get(ops::nodes))
         .route("/api/v1/destinations", get(destinations::list))
         .route(
@@ -96,6 +104,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(console::router())
         .merge(authenticated)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)

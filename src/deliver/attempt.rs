@@ -8,15 +8,14 @@ use super::breaker::Admission;
 use super::client::SendError;
 use super::feed::FinishedAttempt;
 use super::pauses::{self, PAUSED_REASON_PREFIX};
+use super::prepare::{self, PluginCall, Unsent};
 use super::rate::{MAX_TURN_WAIT, Turn};
-use super::request;
 use super::retry::{AttemptResult, RetryAction, RetryPolicy, parse_retry_after};
 use crate::domain::{
-    Attempt, DeliveryStatus, Exchange, RecordedRequest, UnixMillis, display_host, headers,
-    iso_millis, now_millis,
+    Attempt, DeliveryStatus, Exchange, RecordedRequest, UnixMillis, display_host, iso_millis,
+    now_millis,
 };
 use crate::metrics::{AttemptLabel, AttemptRecord};
-use crate::plugin::{PluginError, TransformInput, TransformOutcome};
 use crate::store::{AttemptOutcome, ClaimedDelivery};
 use std::time::Instant;
 
@@ -227,73 +226,17 @@ async fn send_once(
     delivery: &ClaimedDelivery,
     policy: &RetryPolicy,
 ) -> Ended {
-    let destination = &delivery.destination;
-    let mut outgoing = request::build(delivery, &context.config.user_agent);
-    if let Some(plugin) = &destination.transform {
-        let input = TransformInput {
-            event_id: delivery.event_id.to_string(),
-            event_type: delivery.event_type.clone(),
-            timestamp: delivery.timestamp,
-            payload: delivery.payload.clone(),
-            request: outgoing,
-            config_json: crate::routing::transform_config_json(
-                destination.transform_config.as_ref(),
-            ),
-        };
-        match context.plugins.transform(plugin, input).await {
-            Ok(TransformOutcome::Send(changed)) => outgoing = changed,
-            Ok(TransformOutcome::Skip(reason)) => {
-                return Ended {
-                    result: AttemptResult::Permanent,
-                    response_status: None,
-                    error: Some(format!("skipped by plugin {plugin}: {reason}")),
-                    response_body: None,
-                    exchange: None,
-                    skipped: true,
-                    deferred_until: None,
-                };
-            }
-            Err(PluginError::Paused(left)) => {
-                let left_ms = i64::try_from(left.as_millis()).unwrap_or(i64::MAX / 2);
-                return Ended {
-                    deferred_until: Some(spread(now_millis().saturating_add(left_ms))),
-                    ..failed(
-                        AttemptResult::Error,
-                        format!(
-                            "plugin {plugin} is paused: its calls kept exhausting their CPU budget; \
-                             waiting without spending an attempt"
-                        ),
-                    )
-                };
-            }
-            Err(error) => {
-                context.metrics.plugin_errors.inc();
-                let result = match error.is_permanent() {
-                    true => AttemptResult::Permanent,
-                    false => AttemptResult::Error,
-                };
-                return failed(result, format!("plugin {plugin}: {error}"));
-            }
-        }
-    }
-    if let Err(error) = headers::normalise(
-        &mut outgoing,
-        delivery.event_id.as_str(),
-        &delivery.event_type,
-    ) {
-        // Ingest bounds a destination's own headers, so a plugin's are what fail here.
-        let source = match destination.transform.as_deref() {
-            Some(plugin) => format!("request from plugin {plugin}"),
-            None => "request".to_owned(),
-        };
-        return failed(AttemptResult::Error, format!("{source} not sent: {error}"));
-    }
-    request::sign(
-        &mut outgoing,
-        destination,
-        delivery.event_id.as_str(),
-        now_millis(),
-    );
+    let prepared = prepare::prepare(
+        &context.plugins,
+        &context.config.user_agent,
+        delivery,
+        PluginCall::Delivery,
+    )
+    .await;
+    let outgoing = match prepared {
+        Ok(outgoing) => outgoing,
+        Err(unsent) => return unsent_ended(context, unsent),
+    };
     let request = RecordedRequest::of(&outgoing, context.config.delivery.response_body_bytes);
     let sent = context.client.send(outgoing, policy.request_timeout).await;
     let nothing_left = matches!(
@@ -419,6 +362,37 @@ fn log_attempt(delivery: &ClaimedDelivery, logged: &Logged<'_>, outcome: &Attemp
             reason = error,
             "skipped by its plugin"
         ),
+    }
+}
+
+/// An attempt that sent nothing: a plugin's skip is final, its pause defers without spending
+/// the attempt, its permanent failures dead-letter, and the rest are retried.
+fn unsent_ended(context: &DeliveryContext, unsent: Unsent) -> Ended {
+    let error = unsent.to_string();
+    match unsent {
+        Unsent::Skipped { .. } => Ended {
+            skipped: true,
+            ..failed(AttemptResult::Permanent, error)
+        },
+        Unsent::PluginPaused { left, .. } => {
+            let left_ms = i64::try_from(left.as_millis()).unwrap_or(i64::MAX / 2);
+            Ended {
+                deferred_until: Some(spread(now_millis().saturating_add(left_ms))),
+                ..failed(
+                    AttemptResult::Error,
+                    format!("{error}; waiting without spending an attempt"),
+                )
+            }
+        }
+        Unsent::Plugin { error: cause, .. } => {
+            context.metrics.plugin_errors.inc();
+            let result = match cause.is_permanent() {
+                true => AttemptResult::Permanent,
+                false => AttemptResult::Error,
+            };
+            failed(result, error)
+        }
+        Unsent::Headers { .. } => failed(AttemptResult::Error, error),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The delivery engine: runs each delivery as its own task through the attempt pipeline
-//! (build → transform → normalise headers → sign → send → decide), bounded overall and per
-//! destination.
+//! (build → transform → normalise headers → sign, in `prepare`, which the console's
+//! playground runs too; then send → decide), bounded overall and per destination.
 //!
 //! Deliveries reach it two ways, both through the store. Ingest asks [`Engine::reserve`]
 //! before it commits: a fresh delivery whose destination has a free slot, while nothing
@@ -23,6 +23,7 @@ mod due;
 pub mod feed;
 pub mod health;
 mod pauses;
+pub mod prepare;
 pub mod rate;
 pub mod request;
 pub mod retry;

@@ -2,17 +2,13 @@
 //! what it would send, or load a component file and say what it is, so an author or operator
 //! can check a plugin before routing traffic through it.
 
-use super::{PluginHost, TransformInput, TransformOutcome, runtime};
+use super::{PluginHost, runtime};
 use crate::config::PluginLimitsConfig;
-use crate::deliver::request;
-use crate::domain::{
-    DeliveryId, Destination, DestinationSource, EventId, EventType, LeaseToken, OutputFormat,
-};
-use crate::store::ClaimedDelivery;
+use crate::deliver::prepare::{self, Preview};
+use crate::domain::{Destination, DestinationSource, EventId, EventType, OutputFormat};
 use anyhow::{Context, Result, bail};
 use sha2::Digest;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 pub async fn run(
     name: &str,
@@ -26,12 +22,9 @@ pub async fn run(
     let event: crate::ingest::IngestEvent = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an event", event_file.display()))?;
     let event_type = EventType::parse(&event.event_type)?;
-    let config_json = match config {
-        Some(text) => serde_json::from_str::<serde_json::Value>(text)
-            .context("--config is not JSON")?
-            .to_string(),
-        None => "null".to_owned(),
-    };
+    let transform_config = config
+        .map(|text| serde_json::from_str::<serde_json::Value>(text).context("--config is not JSON"))
+        .transpose()?;
     let event_id = event
         .event_id
         .clone()
@@ -58,49 +51,22 @@ pub async fn run(
             names.join(", ")
         );
     }
-    if let Err(refused) = host.validate_config(name, &config_json).await {
-        bail!(
-            "plugin {name} refuses the config: {}: {}",
-            refused.field("config"),
-            refused.message
-        );
-    }
-    let delivery = ClaimedDelivery {
-        id: DeliveryId::from("preview"),
-        lease_token: LeaseToken::from(""),
-        event_id: event_id.clone(),
-        event_type: event_type.as_str().into(),
-        timestamp,
-        payload: Arc::from(payload),
-        destination: Destination {
-            url: url.into(),
-            headers: Vec::new(),
-            output_format: OutputFormat::String,
-            signing_secret: None,
-            previous_signing_secret: None,
-            transform: Some(name.into()),
-            transform_config: None,
-            retry: Default::default(),
-            source: DestinationSource::Inline,
-        },
-        attempts_made: 0,
-        budget_start: 0,
+    let destination = Destination {
+        url: url.into(),
+        headers: Vec::new(),
+        output_format: OutputFormat::String,
+        signing_secret: None,
+        previous_signing_secret: None,
+        transform: Some(name.into()),
+        transform_config,
+        retry: Default::default(),
+        source: DestinationSource::Inline,
     };
-    let outgoing = request::build(&delivery, "llamaindex-webhook-service/1.0");
-    let input = TransformInput {
-        event_id: event_id.to_string(),
-        event_type: event_type.as_str().into(),
-        timestamp,
-        payload: delivery.payload.clone(),
-        request: outgoing,
-        config_json,
-    };
-    match host.transform(name, input).await {
-        Ok(TransformOutcome::Send(mut request)) => {
-            // As the engine would send it: headers normalised (signing needs a secret, and
-            // this preview has none).
-            crate::domain::headers::normalise(&mut request, event_id.as_str(), event_type.as_str())
-                .with_context(|| format!("the request from plugin {name} would not be sent"))?;
+    let delivery = prepare::preview_delivery(event_id, event_type, timestamp, payload, destination);
+    // As the engine would send it; signing needs a secret, and this preview has none.
+    let user_agent = crate::config::Config::default().user_agent;
+    match prepare::preview(&host, &user_agent, &delivery, "config").await {
+        Preview::Send(request) => {
             println!("SEND POST {}", crate::domain::redacted_url(&request.url));
             for (header, value) in &request.headers {
                 println!("{header}: {value}");
@@ -109,11 +75,11 @@ pub async fn run(
             println!("{}", String::from_utf8_lossy(&request.body));
             Ok(())
         }
-        Ok(TransformOutcome::Skip(reason)) => {
+        Preview::Skip(reason) => {
             println!("SKIP {reason}");
             Ok(())
         }
-        Err(error) => bail!("plugin {name} {error}"),
+        Preview::Unsent(why) => bail!("{why}"),
     }
 }
 

@@ -362,15 +362,41 @@ impl PluginHost {
             .map_err(|_| PluginError::Internal("plugin host is shut down".into()))
     }
 
+    /// Transform a delivery's request: the call counts toward the plugin's breaker in full.
     pub async fn transform(
         &self,
         name: &str,
         input: TransformInput,
     ) -> Result<TransformOutcome, PluginError> {
+        self.call_transform(name, input, true).await
+    }
+
+    /// Transform a request nobody will send (the console's playground, `plugin run`). It
+    /// bypasses the plugin's breaker: an operator trying configs must neither pause the
+    /// plugin for real traffic by its overruns nor let it off by a cheap call, and may look
+    /// at a paused plugin to see why. The host's call slots and the per-call limits still
+    /// bound it.
+    pub async fn preview(
+        &self,
+        name: &str,
+        input: TransformInput,
+    ) -> Result<TransformOutcome, PluginError> {
+        self.call_transform(name, input, false).await
+    }
+
+    async fn call_transform(
+        &self,
+        name: &str,
+        input: TransformInput,
+        through_breaker: bool,
+    ) -> Result<TransformOutcome, PluginError> {
         let plugin = self.plugin(name)?;
-        let pass = match self.gates.admit(name, &plugin.info.sha256).await {
-            gate::Admission::Run(pass) => pass,
-            gate::Admission::Paused(left) => return Err(PluginError::Paused(left)),
+        let pass = match through_breaker {
+            true => match self.gates.admit(name, &plugin.info.sha256).await {
+                gate::Admission::Run(pass) => Some(pass),
+                gate::Admission::Paused(left) => return Err(PluginError::Paused(left)),
+            },
+            false => None,
         };
         // Ready first: describing a new version takes a slot of its own.
         let compiled = self.ready(&plugin).await?;
@@ -385,7 +411,8 @@ impl PluginHost {
         let called =
             runtime::call(&compiled, self.limits, &event, &request, &input.config_json).await;
         drop(slot);
-        if let Some(pause) = pass.finish(matches!(called, Err(PluginError::Timeout(_)))) {
+        let overran = matches!(called, Err(PluginError::Timeout(_)));
+        if let Some(pause) = pass.and_then(|pass| pass.finish(overran)) {
             tracing::warn!(
                 plugin = %name,
                 pause_ms = pause.as_millis() as u64,

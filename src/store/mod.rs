@@ -14,10 +14,13 @@
 //! - `url`: the `store` setting, parsed into which store to open;
 //! - `sqlite`: the embedded store, one file in the data folder, one gateway;
 //! - `postgres`: the shared store, with its embedded migrations;
-//! - `search`: delivery searches, filters over either store's delivery list.
+//! - `search`: delivery searches, filters over either store's delivery list;
+//! - `activity`: what a recent window holds (events in, deliveries by status), for the
+//!   console's overview.
 //!
 //! Only this module knows SQL.
 
+pub mod activity;
 pub mod postgres;
 mod search;
 mod sqlite;

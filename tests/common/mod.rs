@@ -8,6 +8,7 @@
 #![allow(dead_code, unused_imports)] // each test file uses its own subset
 
 pub mod binary;
+pub mod browser;
 pub mod plugins;
 pub mod postgres;
 pub mod python;

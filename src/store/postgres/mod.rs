@@ -19,6 +19,7 @@
 //! database read each other's lease ends and due times, so their clocks must be kept in step
 //! (NTP); a skew shortens or lengthens leases by as much.
 
+mod activity;
 mod claim;
 mod cluster;
 mod configs;

@@ -15,6 +15,7 @@
 //! Retention deletes finished work as a run of small engine writes (`retention`), so it never
 //! holds the writer for long.
 
+mod activity;
 mod claim;
 mod configs;
 mod destinations;
