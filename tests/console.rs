@@ -1,17 +1,19 @@
 //! The web console in a real headless Chromium against the real gateway and real receivers:
 //! a wrong key is refused; sign in; the overview counts the hour; find a failed delivery by
 //! search, open it, see its attempt's request and response, redeliver it and see it succeed;
-//! count a bulk replay; pause and resume a destination; create a destination with a plugin;
-//! run the playground on it and see the transformed, signed request (and nothing sent);
-//! the plugin list; the live tail. Each page's screenshot is written under
-//! `target/console-screenshots/`.
+//! count a bulk replay, then run it with a second click; pause and resume a destination;
+//! create a destination with a plugin; run the playground on it and see the transformed,
+//! signed request (and nothing sent); edit it keeping its secret; delete another; the
+//! plugin list with a file that fails to load; the live tail; sign out; a key refused
+//! mid-session and signing in back to the same page; the dark palette. Each page's
+//! screenshot is written under `target/console-screenshots/`.
 
 mod common;
 
 use common::browser::Browser;
 use common::receiver::Answer;
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -145,6 +147,20 @@ async fn an_operator_drives_the_console_end_to_end() {
         .wait_for_exact_text("#replay-status", "Replay done: 1 deliveries match")
         .await;
     browser.screenshot("06-bulk-replay-count").await;
+    // The replay itself takes a second click.
+    browser.click("#replay-start").await;
+    browser.wait_for_text("#replay-start", "Confirm").await;
+    assert_eq!(down.count(), 1, "one click queues nothing");
+    browser.click("#replay-start").await;
+    browser
+        .wait_for_exact_text(
+            "#replay-status",
+            "Replay done: 1 of 1 matched deliveries queued again",
+        )
+        .await;
+    down.wait_for(2, WAIT).await;
+    app.wait_for_status(&delivery_id(&dead, 0), "failed", WAIT)
+        .await;
 
     // Pause a destination and resume it.
     browser.click("nav a[data-section=destinations]").await;
@@ -227,11 +243,84 @@ async fn an_operator_drives_the_console_end_to_end() {
         .wait_for_text("#preview-error", "refuses the config")
         .await;
 
+    // Edit the configuration: the plugin config changes; a blank secret keeps the secret.
+    browser
+        .goto(&format!("{console}#/destinations/{config_id}/edit"))
+        .await;
+    browser.find("#destination-form").await;
+    browser
+        .fill("#plugin-config", r#"{"prefix": "Edited/"}"#)
+        .await;
+    browser.click("#save-destination").await;
+    browser.find("#config-list tbody tr[data-id]").await;
+    let (_, edited) = app
+        .get(&format!("/api/v1/beta/webhook-configs/{config_id}"))
+        .await;
+    assert_eq!(
+        edited["webhook_transform_config"],
+        json!({"prefix": "Edited/"}),
+        "{edited:#}"
+    );
+    assert_eq!(edited["has_secret"], true, "{edited:#}");
+    assert_eq!(
+        edited["previous_secret_expires_at"],
+        Value::Null,
+        "no rotation"
+    );
+
+    // Delete another: the first click asks, the second deletes.
+    let (_, other) = app
+        .post(
+            "/api/v1/beta/webhook-configs",
+            &json!({"webhook_url": down.url("/other")}),
+        )
+        .await;
+    let other_id = other["id"].as_str().unwrap();
+    browser.goto(&format!("{console}#/destinations")).await;
+    let delete = format!("#config-list tr[data-id='{other_id}'] .delete-config");
+    browser.click(&delete).await;
+    browser.wait_for_text(&delete, "Confirm delete").await;
+    browser.click(&delete).await;
+    browser.find("#config-list tbody tr[data-id]").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !browser
+        .all(&format!("#config-list tr[data-id='{other_id}']"))
+        .await
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "the row stayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = app
+        .get(&format!("/api/v1/beta/webhook-configs/{other_id}"))
+        .await;
+    assert_eq!(status, 404);
+
+    // The plugin list, with a file that fails to load beside the bundled ones.
+    install_plugin_bytes(&app.data_dir.join("plugins"), "broken", b"not a component");
     browser.click("nav a[data-section=plugins]").await;
     let inngest_row = browser
         .wait_for_text("#plugin-list tr[data-name=inngest]", "bundled")
         .await;
     assert!(inngest_row.contains("serving"), "{inngest_row}");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let broken = browser
+            .all("#plugin-list tr[data-name=broken] .load-error")
+            .await;
+        if !broken.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broken file never listed"
+        );
+        browser.client.refresh().await.unwrap();
+        browser.find("#plugin-list").await;
+    }
+    browser
+        .wait_for_text("#plugin-list tr[data-name=broken]", "load error")
+        .await;
     browser.screenshot("10-plugins").await;
 
     // Live: attempts appear as they finish.
@@ -261,6 +350,29 @@ async fn an_operator_drives_the_console_end_to_end() {
     browser.find("#api-key").await;
     assert!(!browser.find("#nav").await.is_displayed().await.unwrap());
     assert!(browser.all("#deliveries").await.is_empty());
+
+    // A key refused mid-session: the sign-in page says so, and signing in again returns to
+    // the page whose call was refused.
+    browser.fill("#api-key", API_KEY).await;
+    browser.click("#sign-in").await;
+    browser.find("#delivery-search").await;
+    browser
+        .client
+        .execute(
+            "sessionStorage.setItem('hookgate.api_key', 'revoked')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.click("nav a[data-section=plugins]").await;
+    browser
+        .wait_for_text("#signin-error", "The key was refused: invalid API key")
+        .await;
+    browser.fill("#api-key", API_KEY).await;
+    browser.click("#sign-in").await;
+    browser
+        .wait_for_text("#plugin-list tr[data-name=inngest]", "bundled")
+        .await;
     browser.close().await;
 }
 

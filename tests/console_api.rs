@@ -104,6 +104,7 @@ async fn preview_shows_the_request_a_saved_destination_would_get_and_sends_nothi
                 "webhook_headers": {"X-Team": "parsing"},
                 "webhook_signing_secret": "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=",
                 "webhook_transform": "inngest",
+                "webhook_transform_config": {"prefix": "Saved/"},
             }),
         )
         .await;
@@ -160,9 +161,10 @@ async fn preview_shows_the_request_a_saved_destination_would_get_and_sends_nothi
         )
         .await;
     let body: Value = serde_json::from_str(own["request"]["body"].as_str().unwrap()).unwrap();
-    assert_eq!(body["name"], "Llamacloud/extract.error", "{own:#}");
+    assert_eq!(body["name"], "Saved/extract.error", "{own:#}");
 
-    // Another plugin than the configuration's runs without the config written for that one.
+    // Another plugin than the configuration's runs without the config written for that one
+    // (cloudevents refuses a `prefix`).
     let (_, switched) = app
         .post(
             "/api/v1/plugins/preview",
@@ -271,6 +273,14 @@ async fn preview_reports_skips_errors_and_bad_fields() {
     }
     let (status, answer) = app.post_raw("/api/v1/plugins/preview", "{not json").await;
     assert_eq!(status, 400, "{answer}");
+    let huge = json!({"event": {"event_type": "parse.success",
+                                "data": {"text": "x".repeat(2 << 20)}}});
+    let (status, answer) = app.post("/api/v1/plugins/preview", &huge).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["detail"].as_str().unwrap().starts_with("body:"),
+        "{answer}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! The request an attempt sends, made ready before it leaves: built in the destination's
 //! format, passed through its transform plugin, its headers normalised, then signed. The
-//! engine sends what this returns; the console's playground shows it and sends nothing, so
-//! what an operator previews is what a receiver would get.
+//! engine sends what this returns; the console's playground and `hookgate plugin run` show
+//! it and send nothing, so what an operator previews is what a receiver would get.
 
 use super::request;
 use crate::domain::{
@@ -21,30 +21,20 @@ pub enum PluginCall {
 }
 
 /// Why no request leaves.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Unsent {
     /// The plugin chose not to deliver this event.
+    #[error("skipped by plugin {plugin}: {reason}")]
     Skipped { plugin: String, reason: String },
     /// The plugin's breaker has it paused for this long.
+    #[error("plugin {plugin} is paused: its calls kept exhausting their CPU budget")]
     PluginPaused { plugin: String, left: Duration },
     /// The plugin failed.
+    #[error("plugin {plugin}: {error}")]
     Plugin { plugin: String, error: PluginError },
     /// The headers (a plugin's, since ingest bounds a destination's own) cannot be sent.
-    Headers { source: String, error: String },
-}
-
-impl std::fmt::Display for Unsent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Unsent::Skipped { plugin, reason } => write!(f, "skipped by plugin {plugin}: {reason}"),
-            Unsent::PluginPaused { plugin, .. } => write!(
-                f,
-                "plugin {plugin} is paused: its calls kept exhausting their CPU budget"
-            ),
-            Unsent::Plugin { plugin, error } => write!(f, "plugin {plugin}: {error}"),
-            Unsent::Headers { source, error } => write!(f, "{source} not sent: {error}"),
-        }
-    }
+    #[error("{sender} not sent: {error}")]
+    Headers { sender: String, error: String },
 }
 
 /// The request `delivery` would send now, exactly as it would leave: signed at the end, so
@@ -100,12 +90,12 @@ pub async fn prepare(
         delivery.event_id.as_str(),
         &delivery.event_type,
     ) {
-        let source = match destination.transform.as_deref() {
+        let sender = match destination.transform.as_deref() {
             Some(plugin) => format!("request from plugin {plugin}"),
             None => "request".to_owned(),
         };
         return Err(Unsent::Headers {
-            source,
+            sender,
             error: error.to_string(),
         });
     }
@@ -165,12 +155,20 @@ pub async fn preview(
     if let Some(plugin) = &destination.transform {
         let config_json =
             crate::routing::transform_config_json(destination.transform_config.as_ref());
-        if let Err(refused) = plugins.validate_config(plugin, &config_json).await {
-            return Preview::Unsent(format!(
-                "plugin {plugin} refuses the config: {}: {}",
-                refused.field(config_field),
-                refused.message
-            ));
+        match plugins.preview_config(plugin, &config_json).await {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => {
+                return Preview::Unsent(format!(
+                    "plugin {plugin} refuses the config: {}: {}",
+                    refused.field(config_field),
+                    refused.message
+                ));
+            }
+            Err(error) => {
+                return Preview::Unsent(format!(
+                    "plugin {plugin} could not check the config: {error}"
+                ));
+            }
         }
     }
     match prepare(plugins, user_agent, delivery, PluginCall::Preview).await {

@@ -66,8 +66,35 @@ impl PluginHost {
         name: &str,
         config_json: &str,
     ) -> Result<(), ConfigRefused> {
+        match self.config_answer(name, config_json, true).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                // Not cached: a timeout on a busy machine or a paused plugin may answer
+                // next time.
+                tracing::warn!(plugin = %name, %error, "the plugin's validate-config call failed; the config is accepted unchecked");
+                Ok(())
+            }
+        }
+    }
+
+    /// `validate_config` for a preview: past the plugin's breaker (see `preview`), and a
+    /// call that fails says so instead of accepting.
+    pub async fn preview_config(
+        &self,
+        name: &str,
+        config_json: &str,
+    ) -> Result<Result<(), ConfigRefused>, PluginError> {
+        self.config_answer(name, config_json, false).await
+    }
+
+    async fn config_answer(
+        &self,
+        name: &str,
+        config_json: &str,
+        through_breaker: bool,
+    ) -> Result<Result<(), ConfigRefused>, PluginError> {
         let Some(plugin) = self.registry.get(name) else {
-            return Ok(());
+            return Ok(Ok(()));
         };
         let key = format!("{}\n{config_json}", plugin.info.sha256);
         if let Some(answer) = self
@@ -76,17 +103,11 @@ impl PluginHost {
             .ok()
             .and_then(|answers| answers.get(&key).cloned())
         {
-            return answer;
+            return Ok(answer);
         }
-        let answer = match self.check_config(&plugin, config_json).await {
-            Ok(answer) => answer,
-            Err(error) => {
-                // Not cached: a timeout on a busy machine or a paused plugin may answer
-                // next time.
-                tracing::warn!(plugin = %name, %error, "the plugin's validate-config call failed; the config is accepted unchecked");
-                return Ok(());
-            }
-        };
+        let answer = self
+            .check_config(&plugin, config_json, through_breaker)
+            .await?;
         if let Ok(mut answers) = self.validated.lock() {
             // Configs are few and repeat; a flood of distinct ones only restarts the cache.
             if answers.len() >= VALIDATED_ANSWERS {
@@ -94,30 +115,36 @@ impl PluginHost {
             }
             answers.insert(key, answer.clone());
         }
-        answer
+        Ok(answer)
     }
 
     async fn check_config(
         &self,
         plugin: &Arc<Plugin>,
         config_json: &str,
+        through_breaker: bool,
     ) -> Result<Result<(), ConfigRefused>, PluginError> {
         let compiled = self.ready(plugin).await?;
         // Through the plugin's gate as a side call: a spinning validate-config counts
         // toward its breaker, a paused plugin is not called, and a good answer does not
-        // close a breaker that its transform calls opened.
-        let pass = match self
-            .gates
-            .admit_side(&plugin.info.name, &plugin.info.sha256)
-            .await
-        {
-            gate::Admission::Run(pass) => pass,
-            gate::Admission::Paused(left) => return Err(PluginError::Paused(left)),
+        // close a breaker that its transform calls opened. A preview passes by the gate.
+        let pass = match through_breaker {
+            true => match self
+                .gates
+                .admit_side(&plugin.info.name, &plugin.info.sha256)
+                .await
+            {
+                gate::Admission::Run(pass) => Some(pass),
+                gate::Admission::Paused(left) => return Err(PluginError::Paused(left)),
+            },
+            false => None,
         };
         let slot = self.slot().await?;
         let checked = runtime::validate_config(&compiled, self.limits, config_json).await;
         drop(slot);
-        pass.finish(matches!(checked, Err(PluginError::Timeout(_))));
+        if let Some(pass) = pass {
+            pass.finish(matches!(checked, Err(PluginError::Timeout(_))));
+        }
         Ok(match checked? {
             None | Some(Ok(())) => Ok(()),
             Some(Err(refused)) => Err(ConfigRefused {

@@ -372,10 +372,10 @@ impl PluginHost {
     }
 
     /// Transform a request nobody will send (the console's playground, `plugin run`). It
-    /// bypasses the plugin's breaker: an operator trying configs must neither pause the
-    /// plugin for real traffic by its overruns nor let it off by a cheap call, and may look
-    /// at a paused plugin to see why. The host's call slots and the per-call limits still
-    /// bound it.
+    /// bypasses the plugin's breaker, as `preview_config` does: an operator trying configs
+    /// must neither pause the plugin for real traffic by its overruns nor let it off by a
+    /// cheap call, and may look at a paused plugin to see why. The host's call slots and the
+    /// per-call limits still bound it.
     pub async fn preview(
         &self,
         name: &str,
@@ -424,11 +424,19 @@ impl PluginHost {
             Ok(runtime::CallOutcome::Skip(reason)) => Ok(TransformOutcome::Skip(reason)),
             // An error may be the config's fault, which no retry mends.
             Err(PluginError::Failed(message)) => {
-                match self.validate_config(name, &input.config_json).await {
-                    Err(refused) => Err(PluginError::BadConfig(format!(
+                let refused = match through_breaker {
+                    true => self.validate_config(name, &input.config_json).await.err(),
+                    false => self
+                        .preview_config(name, &input.config_json)
+                        .await
+                        .ok()
+                        .and_then(Result::err),
+                };
+                match refused {
+                    Some(refused) => Err(PluginError::BadConfig(format!(
                         "{refused} (the call answered: {message})"
                     ))),
-                    Ok(()) => Err(PluginError::Failed(message)),
+                    None => Err(PluginError::Failed(message)),
                 }
             }
             Err(error) => Err(error),

@@ -92,7 +92,7 @@ async function render() {
 
 /** `afterRefusal`: the page was reached because the gateway refused the session's key. */
 function signInPage(afterRefusal) {
-  const refusal = afterRefusal ? takeRefusal() : '';
+  const refusal = afterRefusal ? takeRefusal() : { detail: '', returnTo: '' };
   const input = h('input', {
     id: 'api-key',
     type: 'password',
@@ -100,7 +100,7 @@ function signInPage(afterRefusal) {
     required: true,
     placeholder: 'API key',
   });
-  const message = h('p', { id: 'signin-error', role: 'alert', class: 'muted' }, refusal ? `The key was refused: ${refusal}` : '');
+  const message = h('p', { id: 'signin-error', role: 'alert', class: 'muted' }, refusal.detail ? `The key was refused: ${refusal.detail}` : '');
   const submit = h('button', { id: 'sign-in', class: 'primary', type: 'submit' }, 'Sign in');
   const form = h(
     'form',
@@ -112,8 +112,9 @@ function signInPage(afterRefusal) {
         try {
           await api('GET', '/api/v1/activity?window_seconds=60', undefined, { key: input.value.trim() });
           setKey(input.value.trim());
-          // Back where the operator was going; from the sign-in page itself, the overview.
-          if (parseHash().path === '/signin') location.hash = '#/';
+          // Back where the operator was: the page whose call was refused, the page asked
+          // for before signing in, or the overview.
+          if (parseHash().path === '/signin') location.hash = refusal.returnTo || '#/';
           else render();
         } catch (error) {
           message.textContent =

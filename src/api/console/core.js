@@ -4,21 +4,46 @@
 
 const KEY = 'hookgate.api_key';
 
-/** Why the gateway last refused the session's key, for the sign-in page (kept in memory, so
- * no link can put words on that page). */
-let refusal = '';
+/** Why the gateway last refused the session's key, and the page the operator was on, for
+ * the sign-in page (kept in memory, so no link can put words on that page). */
+let refusal = { detail: '', returnTo: '' };
 
 export function takeRefusal() {
   const said = refusal;
-  refusal = '';
+  refusal = { detail: '', returnTo: '' };
   return said;
 }
 
 /** End the session after the gateway refused its key. */
 export function refused(detail) {
   setKey(null);
-  refusal = detail;
+  refusal = { detail, returnTo: location.hash };
   location.hash = '#/signin';
+}
+
+/**
+ * A pair of clicks for what cannot be undone: the first arms `button` (showing `armedText`),
+ * a second within a few seconds runs `action`; otherwise it disarms.
+ */
+export function confirmed(button, armedText, action) {
+  const label = button.textContent;
+  let timer = null;
+  button.addEventListener('click', () => {
+    if (button.dataset.armed !== 'yes') {
+      button.dataset.armed = 'yes';
+      button.textContent = armedText;
+      timer = setTimeout(() => {
+        delete button.dataset.armed;
+        button.textContent = label;
+      }, 5000);
+      return;
+    }
+    clearTimeout(timer);
+    delete button.dataset.armed;
+    button.textContent = label;
+    action();
+  });
+  return button;
 }
 
 export const EVENT_TYPES = JSON.parse(document.getElementById('event-types').textContent);
@@ -70,7 +95,8 @@ export class ApiError extends Error {
 
 /** Call the API with the session's key; a refused key ends the session. */
 export async function api(method, path, body, options = {}) {
-  const headers = { Authorization: 'Bearer ' + (options.key ?? key() ?? '') };
+  const used = options.key ?? key() ?? '';
+  const headers = { Authorization: 'Bearer ' + used };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const response = await fetch(path, {
     method,
@@ -88,7 +114,9 @@ export async function api(method, path, body, options = {}) {
   }
   if (!response.ok) {
     const detail = (json && json.detail) || text || response.statusText;
-    if (response.status === 401 && !options.key) refused(detail);
+    // Only the session's own key is ended: a late answer to a call made with an older one
+    // must not sign out the key the operator has just entered.
+    if (response.status === 401 && !options.key && used === key()) refused(detail);
     throw new ApiError(response.status, detail);
   }
   return json;

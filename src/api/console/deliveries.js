@@ -8,6 +8,7 @@ import {
   badge,
   errorNotice,
   append,
+  confirmed,
   fill,
   h,
   headerTable,
@@ -141,18 +142,8 @@ function replayPanel(filters, page) {
   };
   const count = h('button', { type: 'button', id: 'replay-count', onclick: () => run(true, count) }, 'Count matches');
   // Queueing again cannot be undone: the first click asks, the second replays.
-  const label = `Replay every ${filters.status} delivery this search matches`;
-  const replay = h('button', { type: 'button', id: 'replay-start', class: 'primary' }, label);
-  replay.addEventListener('click', () => {
-    if (replay.dataset.armed !== 'yes') {
-      replay.dataset.armed = 'yes';
-      replay.textContent = 'Confirm: queue them all again';
-      return;
-    }
-    delete replay.dataset.armed;
-    replay.textContent = label;
-    run(false, replay);
-  });
+  const replay = h('button', { type: 'button', id: 'replay-start', class: 'primary' }, `Replay every ${filters.status} delivery this search matches`);
+  confirmed(replay, 'Confirm: queue them all again', () => run(false, replay));
   return h(
     'section',
     {},
@@ -235,7 +226,7 @@ export async function deliveryPage(main, page, deliveryId) {
         }
       }
       if (!followed && page.alive) {
-        message.replaceChildren(notice('Still queued: reload this page to see its attempt when it runs.'));
+        message.replaceChildren(notice(`Not finished yet (${shown.status}): reload this page to see its attempt when it runs.`));
       }
     } catch (error) {
       if (page.alive) message.replaceChildren(errorNotice(error));

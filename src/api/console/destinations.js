@@ -2,7 +2,7 @@
 // configurations (created, edited and deleted through the LlamaCloud-compatible API). A
 // configuration's signing secret can be set or replaced here but never read back.
 
-import { EVENT_TYPES, api, append, badge, errorNotice, fill, h, notice, pageOf, pager, query, table, when } from './core.js';
+import { EVENT_TYPES, api, append, badge, confirmed, errorNotice, fill, h, notice, pageOf, pager, query, table, when } from './core.js';
 
 const HEALTH_PAGE_SIZE = 25;
 const CONFIG_PAGE_SIZE = 25;
@@ -87,21 +87,16 @@ async function showConfigs(container, params, page) {
   }
   const remove = (config) => {
     const button = h('button', { type: 'button', class: 'danger delete-config' }, 'Delete');
-    button.addEventListener('click', async () => {
-      if (button.dataset.armed !== 'yes') {
-        button.dataset.armed = 'yes';
-        button.textContent = 'Confirm delete';
-        return;
-      }
+    return confirmed(button, 'Confirm delete', async () => {
       button.disabled = true;
       try {
         await api('DELETE', `/api/v1/beta/webhook-configs/${encodeURIComponent(config.id)}`);
         await showConfigs(container, params, page);
       } catch (error) {
         container.prepend(errorNotice(error));
+        button.disabled = false;
       }
     });
-    return button;
   };
   const events = (config) => (Array.isArray(config.webhook_events) && config.webhook_events.length ? config.webhook_events.join(', ') : 'all');
   container.replaceChildren(

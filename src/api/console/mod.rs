@@ -47,7 +47,7 @@ pub fn router() -> Router<Arc<ApiState>> {
         .route("/console", get(index))
         .route(
             "/console/",
-            get(|| async { Redirect::permanent("/console") }),
+            get(|| async { with_policy(Redirect::permanent("/console").into_response()) }),
         )
         .route("/console/assets/{file}", get(asset))
 }

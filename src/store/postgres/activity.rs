@@ -18,7 +18,9 @@ impl PgStore {
         activity.events_accepted = u64::try_from(count).unwrap_or(0);
 
         let bounds = client
-            .prepare_cached("SELECT min(seq), max(seq) FROM deliveries")
+            .prepare_cached(
+                "SELECT (SELECT min(seq) FROM deliveries), (SELECT max(seq) FROM deliveries)",
+            )
             .await?;
         let row = client.query_one(&bounds, &[]).await?;
         let (lowest, highest): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);

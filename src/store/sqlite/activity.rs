@@ -43,8 +43,10 @@ fn first_since(
     column: &'static str,
     since: UnixMillis,
 ) -> Result<i64, StoreError> {
+    // Two subqueries: SQLite reads `min` or `max` alone from the B-tree's end, but both
+    // in one select scan the whole table.
     let (lowest, highest): (Option<i64>, Option<i64>) = conn.query_row(
-        &format!("SELECT min({column}), max({column}) FROM {table}"),
+        &format!("SELECT (SELECT min({column}) FROM {table}), (SELECT max({column}) FROM {table})"),
         [],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
@@ -62,4 +64,87 @@ fn first_since(
         search.found(probe, row);
     }
     Ok(search.first())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{
+        DeliveryId, Destination, DestinationSource, EventId, OutputFormat, RetryOverride,
+    };
+    use crate::store::{NewDelivery, NewEvent};
+
+    fn event_with_delivery() -> NewEvent {
+        let id = EventId::generate();
+        NewEvent {
+            payload: format!(r#"{{"event_id":"{id}"}}"#),
+            id,
+            event_type: "parse.success".into(),
+            project_id: None,
+            timestamp: 1.0,
+            deliveries: vec![NewDelivery {
+                id: DeliveryId::generate(),
+                destination: Destination {
+                    url: "http://127.0.0.1:9/a".into(),
+                    headers: Vec::new(),
+                    output_format: OutputFormat::Json,
+                    signing_secret: None,
+                    previous_signing_secret: None,
+                    transform: None,
+                    transform_config: None,
+                    retry: RetryOverride::default(),
+                    source: DestinationSource::Inline,
+                },
+                lease: None,
+            }],
+        }
+    }
+
+    /// The window's edge found by the real probes over rows retention has thinned: every
+    /// third row gone, creation times one second per position, statuses mixed.
+    #[tokio::test]
+    async fn counts_the_window_over_gaps_in_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("activity.sqlite3");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .enqueue((0..60).map(|_| event_with_delivery()).collect())
+            .await
+            .unwrap();
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch(
+            "UPDATE events SET created_at = rowid * 1000;
+             UPDATE deliveries SET created_at = seq * 1000,
+                 status = CASE seq % 4 WHEN 0 THEN 'failed' WHEN 1 THEN 'succeeded' ELSE 'queued' END;
+             DELETE FROM deliveries WHERE seq % 3 = 0;
+             DELETE FROM events WHERE rowid % 3 = 0;",
+        )
+        .unwrap();
+        let kept: Vec<i64> = (1..=60).filter(|position| position % 3 != 0).collect();
+        for since_seconds in [0, 1, 2, 3, 4, 29, 30, 31, 58, 59, 60, 61] {
+            let since = since_seconds * 1000;
+            let in_window: Vec<i64> = kept
+                .iter()
+                .copied()
+                .filter(|position| *position >= since_seconds)
+                .collect();
+            let mut expected = Activity {
+                events_accepted: in_window.len() as u64,
+                ..Activity::default()
+            };
+            for position in &in_window {
+                let status = match position % 4 {
+                    0 => "failed",
+                    1 => "succeeded",
+                    _ => "queued",
+                };
+                expected.add_deliveries(status, 1);
+            }
+            assert_eq!(
+                store.activity_since(since).await.unwrap(),
+                expected,
+                "since {since_seconds} s"
+            );
+        }
+    }
 }
