@@ -268,6 +268,25 @@ async fn an_operator_drives_the_console_end_to_end() {
         "no rotation"
     );
 
+    // A new secret starts a rotation: the list says until when the old one also signs.
+    browser
+        .goto(&format!("{console}#/destinations/{config_id}/edit"))
+        .await;
+    browser.find("#destination-form").await;
+    browser.fill("#signing-secret", "console-secret-456").await;
+    browser.click("#save-destination").await;
+    browser
+        .wait_for_text(
+            &format!("#config-list tr[data-id='{config_id}']"),
+            "the replaced one also signs until",
+        )
+        .await;
+    let source = browser.client.source().await.unwrap();
+    assert!(
+        !source.contains("console-secret-456"),
+        "the secret is never shown"
+    );
+
     // Delete another: the first click asks, the second deletes.
     let (_, other) = app
         .post(

@@ -106,7 +106,15 @@ async function showConfigs(container, params, page) {
         ['Events', events],
         ['Plugin', (config) => config.webhook_transform || h('span', { class: 'muted' }, 'none')],
         ['Format', (config) => config.webhook_output_format],
-        ['Secret', (config) => (config.has_secret ? 'set' : h('span', { class: 'muted' }, 'none'))],
+        [
+          'Secret',
+          (config) =>
+            !config.has_secret
+              ? h('span', { class: 'muted' }, 'none')
+              : config.previous_secret_expires_at
+                ? ['set; the replaced one also signs until ', when(config.previous_secret_expires_at)]
+                : 'set',
+        ],
         ['Project', (config) => config.tenant_id],
         ['Updated', (config) => when(config.updated_at)],
         ['', (config) => [

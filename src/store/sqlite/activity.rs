@@ -69,36 +69,7 @@ fn first_since(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
-        DeliveryId, Destination, DestinationSource, EventId, OutputFormat, RetryOverride,
-    };
-    use crate::store::{NewDelivery, NewEvent};
-
-    fn event_with_delivery() -> NewEvent {
-        let id = EventId::generate();
-        NewEvent {
-            payload: format!(r#"{{"event_id":"{id}"}}"#),
-            id,
-            event_type: "parse.success".into(),
-            project_id: None,
-            timestamp: 1.0,
-            deliveries: vec![NewDelivery {
-                id: DeliveryId::generate(),
-                destination: Destination {
-                    url: "http://127.0.0.1:9/a".into(),
-                    headers: Vec::new(),
-                    output_format: OutputFormat::Json,
-                    signing_secret: None,
-                    previous_signing_secret: None,
-                    transform: None,
-                    transform_config: None,
-                    retry: RetryOverride::default(),
-                    source: DestinationSource::Inline,
-                },
-                lease: None,
-            }],
-        }
-    }
+    use crate::store::sqlite::fixtures::one_delivery;
 
     /// The window's edge found by the real probes over rows retention has thinned: every
     /// third row gone, creation times one second per position, statuses mixed.
@@ -108,7 +79,11 @@ mod tests {
         let path = dir.path().join("activity.sqlite3");
         let store = SqliteStore::open(&path).unwrap();
         store
-            .enqueue((0..60).map(|_| event_with_delivery()).collect())
+            .enqueue(
+                (0..60)
+                    .map(|_| one_delivery("http://127.0.0.1:9/a", None))
+                    .collect(),
+            )
             .await
             .unwrap();
         let raw = Connection::open(&path).unwrap();

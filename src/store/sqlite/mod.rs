@@ -19,6 +19,8 @@ mod activity;
 mod claim;
 mod configs;
 mod destinations;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod leases;
 mod nodes;
 mod queue;

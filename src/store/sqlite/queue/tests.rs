@@ -2,34 +2,8 @@
 //! delivery row, event ranges, and the plans of the list queries.
 
 use super::*;
-use crate::domain::{DestinationSource, OutputFormat, RetryOverride};
-use crate::store::{ClaimBudget, NewDelivery};
-
-fn one_delivery(url: &str, lease: Option<Lease>) -> NewEvent {
-    let id = EventId::generate();
-    NewEvent {
-        payload: format!(r#"{{"event_id":"{id}"}}"#),
-        id,
-        event_type: "parse.success".into(),
-        project_id: None,
-        timestamp: 1.0,
-        deliveries: vec![NewDelivery {
-            id: DeliveryId::generate(),
-            destination: Destination {
-                url: url.to_owned(),
-                headers: Vec::new(),
-                output_format: OutputFormat::Json,
-                signing_secret: None,
-                previous_signing_secret: None,
-                transform: None,
-                transform_config: None,
-                retry: RetryOverride::default(),
-                source: DestinationSource::Inline,
-            },
-            lease,
-        }],
-    }
-}
+use crate::store::ClaimBudget;
+use crate::store::sqlite::fixtures::one_delivery;
 
 fn budget() -> ClaimBudget {
     ClaimBudget {
