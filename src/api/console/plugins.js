@@ -32,7 +32,7 @@ export async function pluginsPage(main, page) {
         ['Loaded', (info) => when(info.loaded_at)],
         ['About', (info) => (info.about ? `${info.about.name} ${info.about.version}: ${info.about.description}` : '')],
         ['Load error', (info) => [info.last_error ? h('span', { class: 's-failed load-error' }, info.last_error) : '', trapping(info)], 'wrap'],
-        ['', (info) => h('a', { href: '#/playground?plugin=' + encodeURIComponent(info.name) }, 'Try')],
+        ['', (info) => (info.sha256 ? h('a', { href: '#/playground?plugin=' + encodeURIComponent(info.name) }, 'Try') : '')],
       ],
       rows,
       { id: 'plugin-list', empty: 'No plugin is loaded.', rowProps: (info) => ({ dataset: { name: info.name } }) },
