@@ -390,27 +390,12 @@ impl Ingest {
         saved: &BTreeMap<ConfigId, SavedConfig>,
         timestamp: f64,
     ) -> Result<NewEvent, IngestError> {
-        let event_type = EventType::parse(&event.event_type)
-            .map_err(|error| FieldError::new(format!("{prefix}event_type"), error.to_string()))?;
-        let event_id = match &event.event_id {
-            Some(given) => EventId::from(
-                uuid::Uuid::parse_str(given)
-                    .map_err(|_| {
-                        FieldError::new(
-                            format!("{prefix}event_id"),
-                            format!("{given:?} is not a UUID"),
-                        )
-                    })?
-                    .to_string(),
-            ),
-            None => EventId::generate(),
-        };
-        let data = event
-            .data
-            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
-        if !data.is_object() {
-            return Err(FieldError::new(format!("{prefix}data"), "must be a JSON object").into());
-        }
+        let (event_type, event_id, data) = event_fields(
+            &event.event_type,
+            event.event_id.as_deref(),
+            event.data,
+            prefix,
+        )?;
         let plugin_missing = |name: &str| self.plugins.missing(name);
         let checks = Checks {
             egress: &self.egress,
@@ -453,18 +438,14 @@ impl Ingest {
                 destinations.push(subscription.destination.clone());
             }
         }
-        let payload = payload_json(&event_id, event_type, timestamp, &data)
-            .map_err(|error| FieldError::new(format!("{prefix}data"), error.to_string()))?;
-        if payload.len() > self.limits.max_event_bytes {
-            return Err(IngestError::TooLarge(FieldError::new(
-                format!("{prefix}data"),
-                format!(
-                    "the event payload is {} bytes, over the limit of {} bytes",
-                    payload.len(),
-                    self.limits.max_event_bytes
-                ),
-            )));
-        }
+        let payload = bounded_payload(
+            &event_id,
+            event_type,
+            timestamp,
+            &data,
+            prefix,
+            self.limits.max_event_bytes,
+        )?;
         Ok(NewEvent {
             id: event_id,
             event_type: event_type.as_str().to_owned(),
@@ -481,6 +462,63 @@ impl Ingest {
                 .collect(),
         })
     }
+}
+
+/// An event's own fields checked as ingest checks them: its type, its id (a UUID when given,
+/// generated when not) and its data (an object; `{}` when absent). `prefix` is where the
+/// event sits in the request (`events[2].`), for the field names in errors.
+pub fn event_fields(
+    event_type: &str,
+    event_id: Option<&str>,
+    data: Option<serde_json::Value>,
+    prefix: &str,
+) -> Result<(EventType, EventId, serde_json::Value), FieldError> {
+    let event_type = EventType::parse(event_type)
+        .map_err(|error| FieldError::new(format!("{prefix}event_type"), error.to_string()))?;
+    let event_id = match event_id {
+        Some(given) => EventId::from(
+            uuid::Uuid::parse_str(given)
+                .map_err(|_| {
+                    FieldError::new(
+                        format!("{prefix}event_id"),
+                        format!("{given:?} is not a UUID"),
+                    )
+                })?
+                .to_string(),
+        ),
+        None => EventId::generate(),
+    };
+    let data = data.unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    if !data.is_object() {
+        return Err(FieldError::new(
+            format!("{prefix}data"),
+            "must be a JSON object",
+        ));
+    }
+    Ok((event_type, event_id, data))
+}
+
+/// The payload of SPEC 3 (see `payload_json`), refused when over `max_event_bytes`.
+pub fn bounded_payload(
+    event_id: &EventId,
+    event_type: EventType,
+    timestamp: f64,
+    data: &serde_json::Value,
+    prefix: &str,
+    max_event_bytes: usize,
+) -> Result<String, IngestError> {
+    let payload = payload_json(event_id, event_type, timestamp, data)
+        .map_err(|error| FieldError::new(format!("{prefix}data"), error.to_string()))?;
+    if payload.len() > max_event_bytes {
+        return Err(IngestError::TooLarge(FieldError::new(
+            format!("{prefix}data"),
+            format!(
+                "the event payload is {} bytes, over the limit of {max_event_bytes} bytes",
+                payload.len(),
+            ),
+        )));
+    }
+    Ok(payload)
 }
 
 /// The payload of SPEC 3, exactly as it is stored and sent.

@@ -31,22 +31,19 @@ async fn an_operator_drives_the_console_end_to_end() {
         .header("X-Receiver", "flaky")
         .body(r#"{"error": "database down", "html": "<img src=x id=injected>"}"#)]);
     down.always(Answer::status(503));
-    let failed = app
-        .ingest(event_to(
-            "parse.error",
-            json!({"webhook_url": flaky.url("/hooks")}),
-        ))
+    let failed_id = app
+        .ingest_until(
+            event_to("parse.error", json!({"webhook_url": flaky.url("/hooks")})),
+            "failed",
+            WAIT,
+        )
         .await;
-    let failed_id = delivery_id(&failed, 0);
-    app.wait_for_status(&failed_id, "failed", WAIT).await;
-    let succeeded = app
-        .ingest(event_to(
-            "parse.success",
-            json!({"webhook_url": inngest.url("/ok")}),
-        ))
-        .await;
-    app.wait_for_status(&delivery_id(&succeeded, 0), "succeeded", WAIT)
-        .await;
+    app.ingest_until(
+        event_to("parse.success", json!({"webhook_url": inngest.url("/ok")})),
+        "succeeded",
+        WAIT,
+    )
+    .await;
 
     let browser = Browser::start().await;
     let console = app.url("/console");
@@ -131,13 +128,12 @@ async fn an_operator_drives_the_console_end_to_end() {
     browser.screenshot("05-delivery-redelivered").await;
 
     // Bulk replay from a search: a dry run counts what would be queued.
-    let dead = app
-        .ingest(event_to(
-            "extract.error",
-            json!({"webhook_url": down.url("/d")}),
-        ))
-        .await;
-    app.wait_for_status(&delivery_id(&dead, 0), "failed", WAIT)
+    let dead_id = app
+        .ingest_until(
+            event_to("extract.error", json!({"webhook_url": down.url("/d")})),
+            "failed",
+            WAIT,
+        )
         .await;
     browser
         .goto(&format!("{console}#/deliveries?status=failed"))
@@ -159,8 +155,7 @@ async fn an_operator_drives_the_console_end_to_end() {
         )
         .await;
     down.wait_for(2, WAIT).await;
-    app.wait_for_status(&delivery_id(&dead, 0), "failed", WAIT)
-        .await;
+    app.wait_for_status(&dead_id, "failed", WAIT).await;
 
     // Pause a destination and resume it.
     browser.click("nav a[data-section=destinations]").await;
@@ -301,15 +296,9 @@ async fn an_operator_drives_the_console_end_to_end() {
     browser.wait_for_text(&delete, "Confirm delete").await;
     browser.click(&delete).await;
     browser.find("#config-list tbody tr[data-id]").await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while !browser
-        .all(&format!("#config-list tr[data-id='{other_id}']"))
-        .await
-        .is_empty()
-    {
-        assert!(std::time::Instant::now() < deadline, "the row stayed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    browser
+        .wait_until_gone(&format!("#config-list tr[data-id='{other_id}']"))
+        .await;
     let (status, _) = app
         .get(&format!("/api/v1/beta/webhook-configs/{other_id}"))
         .await;

@@ -23,24 +23,12 @@ async fn activity_counts_the_windows_events_and_deliveries_by_status() {
     assert_eq!(empty["window_seconds"], 3600);
 
     for _ in 0..3 {
-        let accepted = app
-            .ingest(event_to(
-                "parse.success",
-                json!({"webhook_url": ok.url("/ok")}),
-            ))
-            .await;
-        app.wait_for_status(&delivery_id(&accepted, 0), "succeeded", WAIT)
-            .await;
+        let event = event_to("parse.success", json!({"webhook_url": ok.url("/ok")}));
+        app.ingest_until(event, "succeeded", WAIT).await;
     }
     for _ in 0..2 {
-        let accepted = app
-            .ingest(event_to(
-                "parse.error",
-                json!({"webhook_url": failing.url("/f")}),
-            ))
-            .await;
-        app.wait_for_status(&delivery_id(&accepted, 0), "failed", WAIT)
-            .await;
+        let event = event_to("parse.error", json!({"webhook_url": failing.url("/f")}));
+        app.ingest_until(event, "failed", WAIT).await;
     }
     // Routed nowhere: an event in, no delivery.
     app.ingest(json!({"event_type": "extract.success", "data": {"id": "x"}}))

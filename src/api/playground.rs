@@ -6,13 +6,12 @@
 
 use super::{ApiError, ApiState, parse_json};
 use crate::deliver::prepare::{self, Preview};
-use crate::domain::{ConfigId, DestinationSource, EventId, EventType, RecordedRequest};
+use crate::domain::{ConfigId, DestinationSource, RecordedRequest};
 use crate::routing::{Checks, FieldError, WebhookConfig};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -50,26 +49,12 @@ pub async fn preview(
     let limit = state.config.limits.max_event_bytes;
     let body = body.map_err(|rejection| super::body_rejection(rejection, limit))?;
     let body: PreviewBody = parse_json(&body)?;
-    let event_type = EventType::parse(&body.event.event_type)
-        .map_err(|error| ApiError::unprocessable(format!("event.event_type: {error}")))?;
-    let event_id = match &body.event.event_id {
-        Some(given) => EventId::from(
-            uuid::Uuid::parse_str(given)
-                .map_err(|_| {
-                    ApiError::unprocessable(format!("event.event_id: {given:?} is not a UUID"))
-                })?
-                .to_string(),
-        ),
-        None => EventId::generate(),
-    };
-    let data = body
-        .event
-        .data
-        .clone()
-        .unwrap_or_else(|| serde_json::json!({}));
-    if !data.is_object() {
-        return Err(ApiError::unprocessable("event.data: must be a JSON object"));
-    }
+    let (event_type, event_id, data) = crate::ingest::event_fields(
+        &body.event.event_type,
+        body.event.event_id.as_deref(),
+        body.event.data.clone(),
+        "event.",
+    )?;
 
     let (config, previous_secret, source) = match &body.config_id {
         Some(_) if body.webhook_url.is_some() => {
@@ -130,17 +115,8 @@ pub async fn preview(
     destination.previous_signing_secret = previous_secret;
 
     let timestamp = crate::ingest::unix_seconds_now();
-    let payload = crate::ingest::payload_json(&event_id, event_type, timestamp, &data)
-        .map_err(|error| ApiError::unprocessable(format!("event.data: {error}")))?;
-    if payload.len() > limit {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "event.data: the event payload is {} bytes, over the limit of {limit} bytes",
-                payload.len()
-            ),
-        ));
-    }
+    let payload =
+        crate::ingest::bounded_payload(&event_id, event_type, timestamp, &data, "event.", limit)?;
     let plugin = destination.transform.clone();
     let delivery = prepare::preview_delivery(event_id, event_type, timestamp, payload, destination);
     let preview = prepare::preview(

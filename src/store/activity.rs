@@ -7,7 +7,6 @@
 //! the window's first row in a few dozen point reads and the count covers only the window.
 //! Across nodes whose clocks differ the edge is as exact as the clocks are.
 
-use super::{Store, StoreError};
 use crate::domain::UnixMillis;
 use serde::Serialize;
 
@@ -78,17 +77,6 @@ impl FirstSince {
     /// Rows from this position on are the window's (meaningful once `probe` is `None`).
     pub(super) fn first(&self) -> i64 {
         self.low
-    }
-}
-
-impl Store {
-    /// Events accepted and deliveries created at or after `since`, the deliveries by their
-    /// status now.
-    pub async fn activity_since(&self, since: UnixMillis) -> Result<Activity, StoreError> {
-        match self {
-            Store::Sqlite(store) => store.activity_since(since).await,
-            Store::Postgres(store) => store.activity_since(since).await,
-        }
     }
 }
 

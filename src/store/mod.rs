@@ -539,6 +539,15 @@ impl Store {
         dispatch!(self, s => s.purge_events_without_deliveries(after, before_ms, limit).await)
     }
 
+    /// Events accepted and deliveries created at or after `since`, the deliveries by their
+    /// status now (see `activity`).
+    pub async fn activity_since(
+        &self,
+        since: UnixMillis,
+    ) -> Result<activity::Activity, StoreError> {
+        dispatch!(self, s => s.activity_since(since).await)
+    }
+
     /// Deliveries queued or in flight.
     pub async fn queue_depth(&self) -> Result<u64, StoreError> {
         dispatch!(self, s => s.queue_depth().await)

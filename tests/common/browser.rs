@@ -158,6 +158,15 @@ impl Browser {
         }
     }
 
+    /// Wait until nothing matches `css`.
+    pub async fn wait_until_gone(&self, css: &str) {
+        let deadline = Instant::now() + PAGE_WAIT;
+        while !self.all(css).await.is_empty() {
+            assert!(Instant::now() < deadline, "{css} never went away");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Every element matching `css`.
     pub async fn all(&self, css: &str) -> Vec<fantoccini::elements::Element> {
         self.client.find_all(Locator::Css(css)).await.unwrap()

@@ -203,6 +203,15 @@ impl TestApp {
         body
     }
 
+    /// Post one event and wait until its first delivery reaches `status`; returns that
+    /// delivery's id.
+    pub async fn ingest_until(&self, event: Value, status: &str, within: Duration) -> String {
+        let accepted = self.ingest(event).await;
+        let delivery_id = delivery_id(&accepted, 0);
+        self.wait_for_status(&delivery_id, status, within).await;
+        delivery_id
+    }
+
     /// Wait until the delivery reaches `status`; panics with its state after `within`.
     pub async fn wait_for_status(
         &self,

@@ -189,6 +189,21 @@ export function pager(route, params, param, page, pages) {
   );
 }
 
+/**
+ * A pager of buttons for a list the page holds itself (attempts, the live tail), newest
+ * first: `go(to)` shows page `to`; `summary` replaces the page count's text.
+ */
+export function buttonPager(page, pages, go, summary = `Page ${page} of ${pages}`) {
+  const turn = (to, text) => h('button', { type: 'button', class: 'link', onclick: () => go(to) }, text);
+  return h(
+    'div',
+    { class: 'pager' },
+    page > 1 ? turn(page - 1, '← Newer') : null,
+    h('span', { class: 'muted' }, summary),
+    page < pages ? turn(page + 1, 'Older →') : null,
+  );
+}
+
 /** Header pairs `[[name, value]]` as a two-column table. */
 export function headerTable(pairs, id) {
   return table(

@@ -8,6 +8,7 @@ import {
   badge,
   errorNotice,
   append,
+  buttonPager,
   confirmed,
   fill,
   h,
@@ -182,15 +183,11 @@ export async function deliveryPage(main, page, deliveryId) {
     fill(facts, factsOf(delivery));
     const list = [...(delivery.attempts || [])].reverse();
     const { rows, page: current, pages } = pageOf(list, attemptPage, ATTEMPTS_PAGE_SIZE);
-    const turn = (to, text) =>
-      h('button', { type: 'button', class: 'link', onclick: () => { attemptPage = to; show(shown); } }, text);
-    fill(
-      attempts,
-      attemptsOf(rows),
-      pages > 1
-        ? h('div', { class: 'pager' }, current > 1 ? turn(current - 1, '← Newer') : null, h('span', { class: 'muted' }, `Page ${current} of ${pages}`), current < pages ? turn(current + 1, 'Older →') : null)
-        : null,
-    );
+    const go = (to) => {
+      attemptPage = to;
+      show(shown);
+    };
+    fill(attempts, attemptsOf(rows), pages > 1 ? buttonPager(current, pages, go) : null);
     facts.dataset.status = delivery.status;
   };
   const load = () => api('GET', `/api/v1/deliveries/${encodeURIComponent(deliveryId)}`, undefined, { signal: page.signal });

@@ -2,7 +2,7 @@
 // through fetch, since EventSource cannot send the API key). The newest are kept in memory
 // and shown a page at a time; the stream closes when the operator leaves the page.
 
-import { EVENT_TYPES, api, badge, errorNotice, fill, h, notice, query, refused, table, when } from './core.js';
+import { EVENT_TYPES, api, badge, buttonPager, errorNotice, fill, h, notice, pageOf, query, refused, table, when } from './core.js';
 
 const KEEP = 500;
 const PAGE_SIZE = 50;
@@ -32,10 +32,13 @@ export async function livePage(main, page) {
     h('button', { type: 'submit' }, 'Filter'),
   );
   const draw = () => {
-    const pages = Math.max(1, Math.ceil(attempts.length / PAGE_SIZE));
-    shownPage = Math.min(shownPage, pages);
-    const rows = attempts.slice((shownPage - 1) * PAGE_SIZE, shownPage * PAGE_SIZE);
-    const turn = (to, text) => h('button', { type: 'button', class: 'link', onclick: () => { shownPage = to; draw(); } }, text);
+    const { rows, page: current, pages } = pageOf(attempts, shownPage, PAGE_SIZE);
+    shownPage = current;
+    const go = (to) => {
+      shownPage = to;
+      draw();
+    };
+    const lagging = missed ? ` · ${missed} missed while lagging` : '';
     fill(
       list,
       table(
@@ -53,13 +56,7 @@ export async function livePage(main, page) {
         rows,
         { id: 'live-attempts', empty: 'Waiting for attempts to finish…' },
       ),
-      h(
-        'div',
-        { class: 'pager' },
-        shownPage > 1 ? turn(shownPage - 1, '← Newer') : null,
-        h('span', { class: 'muted' }, `Page ${shownPage} of ${pages} · newest ${attempts.length} kept${missed ? ` · ${missed} missed while lagging` : ''}`),
-        shownPage < pages ? turn(shownPage + 1, 'Older →') : null,
-      ),
+      buttonPager(current, pages, go, `Page ${current} of ${pages} · newest ${attempts.length} kept${lagging}`),
     );
   };
   main.append(h('h1', {}, 'Live attempts'), form, status, list);
